@@ -1,0 +1,6 @@
+"""Helpers for the image similarity search course: one small module per pipeline stage.
+
+folder -> manifest -> features -> index -> results -> display; see DESIGN.md.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,80 @@
+"""Command line: `python -m helpers COMMAND ...` (run with --help for the list)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from .manifest import Manifest, ManifestError, scan
+
+    folder, out = Path(args.folder), Path(args.out)
+    if not folder.is_dir():
+        print(f"error: {folder}: no such folder", file=sys.stderr)
+        return 2
+    previous = None
+    if out.exists():
+        try:
+            previous = Manifest.load(out)
+        except ManifestError as err:
+            print(f"warning: ignoring the existing {out} ({err}); ids start afresh", file=sys.stderr)
+    result = scan(folder, previous, exclude=[out, out.with_name(out.name.removesuffix(".csv") + ".skipped.csv")],
+                  progress=not args.quiet)
+    manifest_path, skipped_path = result.save(out)
+    print(f"indexed {len(result.manifest)} files, skipped {len(result.skipped)} -> {manifest_path}"
+          f" (skipped report: {skipped_path})")
+    if result.changes is not None:
+        print(f"since the previous manifest: {result.changes}")
+    for s in result.skipped[: args.show_skipped]:
+        print(f"  skipped {s.path}: {s.reason}")
+    if len(result.manifest) == 0:
+        print(f"error: no readable image under {folder}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from .datasets import DatasetUnavailable, ensure_dataset
+    from .settings import load_settings
+
+    settings = load_settings()
+    try:
+        folder = ensure_dataset(settings)
+    except DatasetUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"data set {settings.dataset_name} ready in {folder}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .runner import run_all
+
+    return 1 if run_all() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("manifest", help="scan a folder of images into a manifest CSV")
+    p.add_argument("folder")
+    p.add_argument("--out", required=True, help="manifest CSV to write (an existing one keeps ids stable)")
+    p.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list up to N skipped files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_manifest)
+
+    p = sub.add_parser("data", help="build the sample data set the settings name (SIMSEARCH_DATASET)")
+    p.set_defaults(func=_data)
+
+    p = sub.add_parser("run", help="execute every notebook headless into build/notebooks and summarise")
+    p.set_defaults(func=_run)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

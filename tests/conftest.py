@@ -1,0 +1,31 @@
+"""Shared fixtures: small, self-made image folders so tests never depend on data/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_photo(path: Path, seed: int, size=(64, 48), fmt: str | None = None) -> Path:
+    """A small deterministic 'photo': a smooth gradient with noise, distinct per seed."""
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    base = np.linspace(0, 1, w)[None, :, None] * rng.uniform(50, 200, 3) + rng.uniform(0, 55, 3)
+    arr = np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Two labels (cats/, dogs/), three photos each, plus one at the top level."""
+    root = tmp_path / "photos"
+    for label, base in (("cats", 0), ("dogs", 10)):
+        for i in range(3):
+            write_photo(root / label / f"{label}_{i}.jpg", base + i)
+    write_photo(root / "loose.png", 99)
+    return root

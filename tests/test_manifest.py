@@ -1,0 +1,114 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers.datasets import write_problem_files
+from helpers.manifest import COLUMNS, Manifest, ManifestError, diff, scan, skipped_path_for
+from tests.conftest import write_photo
+
+
+def test_scan_indexes_every_image_with_its_fields(photo_folder):
+    result = scan(photo_folder, progress=False)
+    m = result.manifest
+    assert len(m) == 7 and result.skipped == []
+    assert [e.path for e in m] == sorted(e.path for e in m)
+    assert list(m.ids) == list(range(7))
+    e = m.entry(0)
+    assert e.path == "cats/cats_0.jpg" and e.label == "cats"
+    assert (e.width, e.height, e.format) == (64, 48, "JPEG")
+    assert e.bytes == (photo_folder / e.path).stat().st_size and len(e.sha256) == 64
+    assert m.label_counts() == {"cats": 3, "dogs": 3, "unlabelled": 1}
+
+
+def test_problem_files_are_indexed_or_reported_never_lost(tmp_path):
+    expect = write_problem_files(tmp_path / "odd")
+    result = scan(tmp_path / "odd", progress=False)
+    indexed = {e.path for e in result.manifest}
+    reasons = {s.path: s.reason for s in result.skipped}
+    assert indexed | set(reasons) == {f"{n}" for n in expect}
+    for name, outcome in expect.items():
+        if outcome == "ok":
+            assert name in indexed, name
+        else:
+            assert outcome in reasons[name], (name, reasons.get(name))
+
+
+def test_symlink_loops_and_dangling_links_are_skipped_and_reported(photo_folder):
+    os.symlink(photo_folder, photo_folder / "cats" / "loop")
+    os.symlink(photo_folder / "missing.jpg", photo_folder / "dangling.jpg")
+    os.symlink(photo_folder / "dogs" / "dogs_0.jpg", photo_folder / "link_to_dog.jpg")
+    (photo_folder / ".DS_Store").write_bytes(b"junk")
+    result = scan(photo_folder, progress=False)
+    reasons = {s.path: s.reason for s in result.skipped}
+    assert reasons["cats/loop"] == "symlink loop"
+    assert reasons["dangling.jpg"] == "dangling symlink"
+    assert "hidden" in reasons[".DS_Store"]
+    assert len(result.manifest) == 8   # the link to a real photo is indexed, as a duplicate
+    dup = [e for e in result.manifest if e.path == "link_to_dog.jpg"][0]
+    assert dup.duplicate_of == result.manifest.ids[[e.path for e in result.manifest].index("dogs/dogs_0.jpg")]
+
+
+def test_duplicates_by_content_are_flagged(photo_folder):
+    shutil.copy(photo_folder / "cats" / "cats_1.jpg", photo_folder / "dogs" / "copy.jpg")
+    m = scan(photo_folder, progress=False).manifest
+    (dup,) = m.duplicates()
+    assert dup.path == "dogs/copy.jpg"
+    assert m.entry(dup.duplicate_of).path == "cats/cats_1.jpg"
+
+
+def test_rescan_keeps_ids_and_reports_changes(photo_folder):
+    first = scan(photo_folder, progress=False).manifest
+    ids_before = {e.path: e.id for e in first}
+    (photo_folder / "cats" / "cats_0.jpg").unlink()
+    write_photo(photo_folder / "cats" / "cats_1.jpg", seed=1234)      # changed content
+    write_photo(photo_folder / "birds" / "a_new_bird.jpg", seed=42)  # sorts first: must not steal ids
+    second = scan(photo_folder, previous=first, progress=False)
+    assert second.changes.added == ["birds/a_new_bird.jpg"]
+    assert second.changes.removed == ["cats/cats_0.jpg"]
+    assert second.changes.changed == ["cats/cats_1.jpg"]
+    for e in second.manifest:
+        if e.path in ids_before:
+            assert e.id == ids_before[e.path], e.path
+    new = [e for e in second.manifest if e.path == "birds/a_new_bird.jpg"][0]
+    assert new.id == max(ids_before.values()) + 1
+    assert "1 added, 1 removed, 1 changed" in second.summary()
+    assert diff(second.manifest, second.manifest).unchanged
+
+
+def test_save_load_round_trip_and_paths_relative_to_csv(photo_folder, tmp_path):
+    result = scan(photo_folder, progress=False)
+    inside, skipped = result.save(photo_folder / "manifest.csv")
+    assert skipped == photo_folder / "manifest.skipped.csv"
+    loaded = Manifest.load(inside)
+    assert [e for e in loaded] == [e for e in result.manifest]
+    outside = result.manifest.save(tmp_path / "elsewhere" / "m.csv")
+    moved = Manifest.load(outside)
+    assert moved[0].path == "../photos/cats/cats_0.jpg"
+    assert moved.abspath(moved[0]).resolve() == (photo_folder / "cats" / "cats_0.jpg").resolve()
+    assert moved.content_hash() != "" and loaded.content_hash() == result.manifest.content_hash()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda rows: [rows[0].replace("id,", "ident,")] + rows[1:], "missing columns"),
+    (lambda rows: rows[:2] + [rows[1]], "unique"),
+    (lambda rows: rows[:1] + ["x" + rows[1]] + rows[2:], "bad value"),
+])
+def test_load_validates(photo_folder, tmp_path, mutate, message):
+    path = scan(photo_folder, progress=False).manifest.save(tmp_path / "m.csv")
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join(mutate(rows)) + "\n")
+    with pytest.raises(ManifestError, match=message):
+        Manifest.load(path)
+
+
+def test_columns_are_the_documented_contract(photo_folder, tmp_path):
+    path = scan(photo_folder, progress=False).manifest.save(tmp_path / "m.csv")
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert skipped_path_for(path).name == "m.skipped.csv"
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        scan(tmp_path / "nowhere", progress=False)

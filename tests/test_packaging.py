@@ -1,0 +1,59 @@
+"""The project's promises about set-up: one pinned list, clean notebooks, honest commands."""
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pins(lines) -> dict[str, str]:
+    found = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip().lstrip("-").strip()
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s]+)", line)
+        if m:
+            found[m.group(1).lower()] = m.group(2)
+    return found
+
+
+def test_requirements_pin_every_dependency():
+    lines = [l for l in (REPO / "requirements.txt").read_text().splitlines()
+             if l.split("#", 1)[0].strip()]
+    assert lines and len(pins(lines)) == len(lines), "every requirement must be pinned with =="
+    for name in ("torch", "torchvision", "faiss-cpu", "jupyterlab", "ipywidgets", "nbval", "pillow",
+                 "numpy", "matplotlib", "tqdm"):
+        assert name in pins(lines), name
+
+
+def test_environment_yml_installs_the_same_pinned_set():
+    env = (REPO / "environment.yml").read_text().splitlines()
+    pip_section = env[[l.strip() for l in env].index("- pip:") + 1:]
+    assert pins(pip_section) == pins((REPO / "requirements.txt").read_text().splitlines())
+    assert any(l.strip() == "- -e ." for l in pip_section)
+
+
+def test_committed_notebooks_carry_no_outputs():
+    notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell["outputs"] and cell["execution_count"] is None, path.name
+
+
+def test_notebooks_follow_the_template():
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        for heading in ("Key takeaways", "Exercises"):
+            assert heading in text, f"{path.name} lacks '{heading}'"
+        assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    assert "make test" in readme and "make run" in readme
+    ci = [l for l in (REPO / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
+    assert ci == ["make test"]
