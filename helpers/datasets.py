@@ -142,7 +142,8 @@ def make_variant(img: Image.Image, source: str, index: int) -> tuple[Image.Image
     rng = _rng(source, index)
     first = OPERATIONS[(index - 1) % len(OPERATIONS)]
     others = [op for op in OPERATIONS if op != first]
-    extra = list(rng.choice(others, size=int(rng.integers(0, 3)), replace=False))
+    at_least = 0 if index <= len(OPERATIONS) else 1  # second cycle: never repeat a lone "flip"
+    extra = list(rng.choice(others, size=int(rng.integers(at_least, 3)), replace=False))
     ops = [first] + sorted(extra, key=OPERATIONS.index)
     done = []
     for op in ops:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -158,8 +158,14 @@ class Manifest:
                         duplicate_of=int(row["duplicate_of"]) if row["duplicate_of"] else None))
                 except (TypeError, ValueError) as err:
                     raise ManifestError(f"{csv_path}, line {n}: bad value ({err})") from None
+        root = csv_path.parent.resolve()
+        if entries and all(e.path.startswith("../") for e in entries):
+            # saved outside the image folder: recover the folder so paths read as scanned
+            root = Path(os.path.commonpath([(root / e.path).resolve().parent for e in entries]))
+            entries = [replace(e, path=(csv_path.parent.resolve() / e.path).resolve()
+                               .relative_to(root).as_posix()) for e in entries]
         try:
-            return cls(csv_path.parent, entries)
+            return cls(root, entries)
         except ManifestError as err:
             raise ManifestError(f"{csv_path}: {err}") from None
 
