@@ -341,3 +341,15 @@ def diff(old: Manifest, new: Manifest) -> Changes:
                        if after[p].sha256 != before[p].sha256),
     )
 
+
+
+def refresh(folder: str | Path, csv_path: str | Path, **scan_kw) -> ScanResult:
+    """Scan `folder` keeping the ids of the manifest saved at `csv_path` (if any), and save.
+
+    This is how a notebook builds or updates the manifest that earlier notebooks made.
+    """
+    csv_path = Path(csv_path)
+    previous = Manifest.load(csv_path) if csv_path.is_file() else None
+    result = scan(folder, previous, exclude=[csv_path, skipped_path_for(csv_path)], **scan_kw)
+    result.save(csv_path)
+    return result

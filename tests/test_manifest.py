@@ -113,3 +113,14 @@ def test_columns_are_the_documented_contract(photo_folder, tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         scan(tmp_path / "nowhere", progress=False)
+
+
+def test_refresh_saves_and_keeps_ids(photo_folder, tmp_path):
+    from helpers.manifest import refresh
+    csv_path = tmp_path / "work" / "manifest.csv"
+    first = refresh(photo_folder, csv_path, progress=False)
+    assert first.changes is None and Manifest.load(csv_path).ids.tolist() == first.manifest.ids.tolist()
+    write_photo(photo_folder / "aaa.jpg", seed=7)
+    second = refresh(photo_folder, csv_path, progress=False)
+    assert second.changes.added == ["aaa.jpg"]
+    assert {e.path: e.id for e in first.manifest}.items() <= {e.path: e.id for e in second.manifest}.items()
