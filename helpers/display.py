@@ -64,7 +64,9 @@ def samples_per_label(manifest: Manifest, per_label: int = 4, max_labels: int = 
 
 def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores,
                 score_name: str = "distance") -> plt.Figure:
-    """One row per query: the query image, then its neighbours with id and score."""
+    """One row per query: the query image, then its neighbours with id and score.
+
+    Ids that are not in the manifest (synthetic distractors) show as grey tiles."""
     k = len(result_ids[0])
     items, titles = [], []
     for q, ids, sc in zip(query_ids, result_ids, scores):
@@ -74,6 +76,9 @@ def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores
             if int(i) < 0:
                 items.append(Image.new("RGB", (8, 8), "white"))
                 titles.append("no result")
+            elif int(i) not in manifest:   # a synthetic distractor: a vector with no image
+                items.append(Image.new("RGB", (8, 8), "lightgrey"))
+                titles.append(f"distractor\n{score_name} {float(s):.3f}")
             else:
                 items.append(manifest.abspath(int(i)))
                 titles.append(f"id {int(i)} {manifest.entry(i).label}\n{score_name} {float(s):.3f}")

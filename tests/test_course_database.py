@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from helpers.evaluate import Comparison, CourseDatabase, recall_at_k, search
+from helpers.features import FeatureSet
+from helpers.manifest import Entry, Manifest
+from helpers.settings import SettingsError
+
+
+@pytest.fixture
+def small(tmp_path):
+    rng = np.random.default_rng(0)
+    n, d = 40, 32
+    entries = [Entry(i, f"l{i // 10}/{i}.jpg", "0" * 64, 1, 1, 1, "JPEG", f"l{i // 10}") for i in range(n)]
+    manifest = Manifest(tmp_path, entries)
+    fs = FeatureSet(np.abs(rng.standard_normal((n, d))).astype(np.float32), np.arange(n, dtype=np.int64))
+    return fs, manifest
+
+
+def test_queries_are_held_out_and_distractors_fill_the_database(small, monkeypatch):
+    import helpers.distractors as dist
+    monkeypatch.setitem(dist.DATABASE_SIZE, "quick", 500)
+    fs, manifest = small
+    db = CourseDatabase(fs, manifest, "quick")
+    assert len(db.xb) == 500 == len(db.ids) == db.sizes.n_database
+    assert db.sizes.n_queries == 20 and len(db.queries) == 20
+    assert not set(db.query_ids) & set(db.ids), "a query must not be in the database"
+    real = db.ids[db.ids < CourseDatabase.DISTRACTOR_ID_BASE]
+    assert sorted(set(real) | set(db.query_ids)) == list(range(40))
+    assert (db.ids[20:] >= CourseDatabase.DISTRACTOR_ID_BASE).all()
+    assert db.xb.dtype == np.float32 and db.xb.flags["C_CONTIGUOUS"] and (db.xb >= 0).all()
+    truth = db.ground_truth(10)
+    assert truth is db.ground_truth(10) and truth.ids.shape == (20, 10)
+    assert recall_at_k(search(db.flat(), db.queries, 10), truth, 10) == 1.0
+    assert db.flat_qps() > 0
+
+
+def test_unknown_scale_is_refused(small):
+    with pytest.raises(SettingsError):
+        CourseDatabase(*small, "huge")
+
+
+def test_comparison_keeps_rows_per_notebook(tmp_path):
+    c = Comparison(tmp_path / "c.json")
+    c.update("03", [{"index": "Flat", "recall@10": 1.0, "QPS": 10.0, "extra": 1}])
+    c.update("04", [{"index": "IVF", "recall@10": 0.9}])
+    c.update("03", [{"index": "Flat", "recall@10": 1.0, "QPS": 20.0}])
+    table = c.table()
+    assert table.column("index") == ["Flat", "IVF"] and table.column("QPS") == [20.0, None]
+    assert table.column("notebook") == ["03", "04"] and "extra" not in table.columns
+    (tmp_path / "c.json").write_text("{broken")
+    assert len(Comparison(tmp_path / "c.json").table()) == 0
