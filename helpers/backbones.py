@@ -72,8 +72,8 @@ class Backbone:
     def describe(self) -> str:
         p = self.preprocessing
         rows = [("backbone", self.name), ("weights", self.weights_id), ("dimension", str(self.dim)),
-                ("preprocessing", f"resize {p['resize']} ({p['interpolation']}), crop {p['crop']}, "
-                                  f"mean {p['mean']}, std {p['std']}"),
+                ("preprocessing", f"resize {'x'.join(map(str, p['resize']))} ({p['interpolation']}), "
+                                  f"crop {'x'.join(map(str, p['crop']))}, mean {p['mean']}, std {p['std']}"),
                 ("why", self.reason)]
         return "\n".join(f"{k:>13}: {v}" for k, v in rows)
 

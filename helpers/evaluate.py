@@ -210,17 +210,15 @@ class Table:
 class CourseDatabase:
     """The database notebooks 03-06 search: real features plus distractors, real queries.
 
-    Real images keep their manifest ids; distractors get ids from DISTRACTOR_ID_BASE upwards,
-    which no manifest uses, and carry no label. Queries are real images (the first
+    Real images keep their manifest ids; distractors get ids from DISTRACTOR_ID_START upwards
+    (helpers.distractors), which no manifest uses, and carry no label. Queries are real images (the first
     `sizes.n_queries` of every other image) held out of the database, so a query never finds
     itself; the other variants of its photo are in the database. The exact Flat index, its ground truth and its
     speed are computed once and reused by every measurement in a notebook.
     """
 
-    DISTRACTOR_ID_BASE = 10**12
-
     def __init__(self, features, manifest, scale: str, seed: int = 0):
-        from .distractors import DATABASE_SIZE, QUERY_COUNT, Sizes, make_distractors
+        from .distractors import DATABASE_SIZE, QUERY_COUNT, Sizes, with_distractors
         from .settings import SCALES, SettingsError
 
         if scale not in SCALES:
@@ -235,10 +233,7 @@ class CourseDatabase:
         real = features.vectors[~is_query][: DATABASE_SIZE[scale]]
         real_ids = features.ids[~is_query][: DATABASE_SIZE[scale]]
         self.sizes = Sizes(scale, len(real), max(0, DATABASE_SIZE[scale] - len(real)), n_queries)
-        extra = (make_distractors(features.vectors, self.sizes.n_distractors, seed=seed)
-                 if self.sizes.n_distractors else np.zeros((0, real.shape[1]), np.float32))
-        self.xb = np.ascontiguousarray(np.vstack([real, extra]), dtype=np.float32)
-        self.ids = np.concatenate([real_ids, self.DISTRACTOR_ID_BASE + np.arange(len(extra), dtype=np.int64)])
+        self.xb, self.ids = with_distractors(real, real_ids, self.sizes.n_distractors, seed)
         self.queries = np.ascontiguousarray(features.vectors[is_query], dtype=np.float32)
         self.query_ids = features.ids[is_query]
         self.labels = {int(i): manifest.entry(i).label for i in features.ids}

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from helpers.distractors import DISTRACTOR_ID_START
 from helpers.evaluate import Comparison, CourseDatabase, recall_at_k, search
 from helpers.features import FeatureSet
 from helpers.manifest import Entry, Manifest
@@ -25,9 +26,9 @@ def test_queries_are_held_out_and_distractors_fill_the_database(small, monkeypat
     assert len(db.xb) == 500 == len(db.ids) == db.sizes.n_database
     assert db.sizes.n_queries == 20 and len(db.queries) == 20
     assert not set(db.query_ids) & set(db.ids), "a query must not be in the database"
-    real = db.ids[db.ids < CourseDatabase.DISTRACTOR_ID_BASE]
+    real = db.ids[db.ids < DISTRACTOR_ID_START]
     assert sorted(set(real) | set(db.query_ids)) == list(range(40))
-    assert (db.ids[20:] >= CourseDatabase.DISTRACTOR_ID_BASE).all()
+    assert (db.ids[20:] >= DISTRACTOR_ID_START).all()
     assert db.xb.dtype == np.float32 and db.xb.flags["C_CONTIGUOUS"] and (db.xb >= 0).all()
     truth = db.ground_truth(10)
     assert truth is db.ground_truth(10) and truth.ids.shape == (20, 10)
