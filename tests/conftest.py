@@ -21,6 +21,17 @@ def write_photo(path: Path, seed: int, size=(64, 48), fmt: str | None = None) ->
 
 
 @pytest.fixture
+def faiss_one_thread():
+    """Faiss on one thread: tiny test indexes, and OpenMP threads waiting for a busy core make
+    them many times slower on a shared CI machine."""
+    import faiss
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture
 def photo_folder(tmp_path: Path) -> Path:
     """Two labels (cats/, dogs/), three photos each, plus one at the top level."""
     root = tmp_path / "photos"

@@ -8,18 +8,10 @@ import pytest
 from helpers import evaluate as ev, indexes as ix
 from helpers.distractors import synthetic_features
 
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
+
 matplotlib.use("Agg")
 D, K = 48, 10
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Faiss on one thread: these indexes are tiny, and OpenMP threads that wait for a busy core
-    make them many times slower on a shared CI machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,9 @@ from helpers import indexes as ix
 from helpers.distractors import synthetic_features
 from helpers.manifest import Entry, Manifest
 
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
+
 D = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Faiss on one thread: these indexes are tiny, and OpenMP threads that wait for a busy core
-    make them many times slower on a shared CI machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
