@@ -47,13 +47,14 @@ def _features(args: argparse.Namespace) -> int:
         manifest = Manifest.load(args.manifest)
         backbone = load_backbone(args.backbone or settings.backbone, args.weights or settings.weights)
         fs = extract(manifest, backbone, batch_size=args.batch_size, normalize=args.normalize,
-                     precision=args.precision, progress=not args.quiet)
+                     precision=args.precision, jpeg_draft=args.fast_jpeg, progress=not args.quiet)
         save_features(fs, out)
     except (SettingsError, ManifestError, BackboneError, FeatureError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"backbone {backbone.name} ({backbone.weights_id}), dimension {fs.dim}, "
-          f"{fs.images_per_second:.1f} images/s ({fs.meta['precision']}, batch {fs.meta['batch_size']})")
+          f"{fs.images_per_second:.1f} images/s ({fs.meta['precision']}, batch {fs.meta['batch_size']}, "
+          f"decode {fs.meta['decode']})")
     print(f"wrote {len(fs)} vectors -> {out} (ids: {ids_path.name}, metadata: {meta_path.name}); "
           f"{len(fs.failures)} images failed")
     for id_, path, reason in fs.failures[: args.show_failed]:
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8, measured)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: faster on CPUs with native bfloat16, slightly different features")
+    p.add_argument("--fast-jpeg", action="store_true",
+                   help="decode large JPEGs at reduced scale: faster, features move slightly")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors (for cosine)")
     p.add_argument("--show-failed", type=int, default=20, metavar="N", help="list up to N failed images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,6 +9,11 @@ main process (a DataLoader worker only competes with the model for the two cores
 bfloat16 autocast is an opt-in: about 2x faster on CPUs that compute bfloat16 natively (slower
 on others), but on the photo-variants set it moves EfficientNet-Lite0's features to a cosine of
 0.987 with fp32 (mean 0.998) and changes 3% of the nearest neighbours, so it is not the default.
+`jpeg_draft=True` decodes large JPEGs at reduced scale (libjpeg's DCT scaling to 1/2, 1/4 or
+1/8, keeping at least twice the resize's short side, as PIL's thumbnail does). Measured with
+benchmarks/bench_jpeg_draft.py (Lite0, photos with a 1200-px short side): 1.46x faster, but
+cosine to full decoding min 0.989 (mean 0.9994) and 4% of nearest neighbours change, so it is
+an opt-in, like bfloat16. On photos no larger than the backbone needs it changes nothing.
 """
 
 from __future__ import annotations
@@ -32,11 +37,15 @@ from .manifest import Manifest
 PRECISIONS = ("fp32", "bf16")
 #: Batch size: 8 was as fast as 16 or faster, 32 slower (2-core CPU, ResNet50 and Lite0).
 BATCH_SIZE = 8
+#: Decode JPEGs at reduced scale when the backbone's resize shrinks them anyway (opt-in, see above).
+JPEG_DRAFT = False
+DRAFT_GAP = 2
 CACHE_NAME = "features.npy"
 #: Settings that must match for a cache to be reused, with the word the status uses.
 CACHE_KEYS = (("manifest_hash", "images changed"), ("backbone", "backbone changed"),
               ("weights_id", "weights changed"), ("preprocessing", "preprocessing changed"),
-              ("normalize", "normalisation changed"), ("precision", "precision changed"))
+              ("normalize", "normalisation changed"), ("precision", "precision changed"),
+              ("decode", "decoding changed"))
 
 
 class FeatureError(RuntimeError):
@@ -79,12 +88,27 @@ def _check_precision(precision: str) -> str:
     return precision
 
 
-class ImageDataset(Dataset):
-    """Manifest entries as (id, tensor, None), or (id, None, reason) when the image fails."""
+def decode_mode(backbone: Backbone, jpeg_draft: bool) -> str:
+    """How images are decoded, as features' metadata records it."""
+    return f"jpeg draft, short side >= {min_side(backbone)}" if jpeg_draft else "full"
 
-    def __init__(self, manifest: Manifest, transform):
+
+def min_side(backbone: Backbone) -> int:
+    """The short side a JPEG keeps when decoded at reduced scale: twice the backbone's resize (as
+    PIL's `thumbnail` does), so that the resize still filters what the decoder's scaling leaves."""
+    return DRAFT_GAP * max(backbone.preprocessing["resize"])
+
+
+class ImageDataset(Dataset):
+    """Manifest entries as (id, tensor, None), or (id, None, reason) when the image fails.
+
+    min_side: passed to `open_rgb` (JPEGs decoded at reduced scale), or None for full decoding.
+    """
+
+    def __init__(self, manifest: Manifest, transform, min_side: int | None = None):
         self.items = [(e.id, str(manifest.abspath(e)), e.sha256) for e in manifest]
         self.transform = transform
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.items)
@@ -95,7 +119,7 @@ class ImageDataset(Dataset):
             with open(path, "rb") as f:
                 if hashlib.sha256(f.read()).hexdigest() != sha:
                     return id_, None, "file changed since the manifest was made; rescan the folder"
-            return id_, self.transform(open_rgb(path)), None
+            return id_, self.transform(open_rgb(path, min_side=self.min_side)), None
         except ImageLoadError as err:
             return id_, None, err.reason
         except Exception as err:  # one bad file must not stop the run: record it, whatever it was
@@ -112,16 +136,19 @@ def _collate(items):
 
 def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int = BATCH_SIZE,
             normalize: bool = False, progress: bool = True, num_workers: int = 0,
-            precision: str = "fp32") -> FeatureSet:
+            precision: str = "fp32", jpeg_draft: bool = JPEG_DRAFT) -> FeatureSet:
     """Features of every image in `manifest`, in manifest order, failures left out and recorded.
 
     precision: 'fp32', or 'bf16' (autocast: faster on CPUs with native bfloat16, slower on
     others; the features move slightly, see the module docstring).
+    jpeg_draft: decode JPEGs at reduced scale when the backbone's resize would shrink them
+    anyway (see the module docstring); False decodes every image at full size.
     """
     _check_precision(precision)
     start = time.perf_counter()
     model = backbone.model.eval().to(memory_format=torch.channels_last)
-    loader = DataLoader(ImageDataset(manifest, backbone.transform), batch_size=batch_size,
+    dataset = ImageDataset(manifest, backbone.transform, min_side(backbone) if jpeg_draft else None)
+    loader = DataLoader(dataset, batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate)
     chunks, ids, failures = [], [], []
     paths = {e.id: e.path for e in manifest}
@@ -139,7 +166,8 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int = BATCH_S
     vectors = l2_normalize(vectors) if normalize else np.ascontiguousarray(vectors, dtype=np.float32)
     rate = len(manifest) / (time.perf_counter() - start)
     meta = {**backbone.identity(), "manifest_hash": manifest.content_hash(), "normalize": normalize,
-            "precision": precision, "batch_size": batch_size, "count": len(ids),
+            "precision": precision, "decode": decode_mode(backbone, jpeg_draft),
+            "batch_size": batch_size, "count": len(ids),
             "images_per_second": round(rate, 2), "torch": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return FeatureSet(vectors, np.asarray(ids, dtype=np.int64), failures, meta, rate)
@@ -200,7 +228,8 @@ def load_or_extract(manifest: Manifest, backbone: Backbone, cache_dir: str | Pat
     path = Path(cache_dir) / CACHE_NAME
     want = {**backbone.identity(), "manifest_hash": manifest.content_hash(),
             "normalize": kw.get("normalize", False),
-            "precision": _check_precision(kw.get("precision", "fp32"))}
+            "precision": _check_precision(kw.get("precision", "fp32")),
+            "decode": decode_mode(backbone, kw.get("jpeg_draft", JPEG_DRAFT))}
     if not path.is_file():
         status = "cache miss: no cache"
     else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -161,11 +162,12 @@ def ivf_pq(d: int, nlist: int, m: int, nbits: int = 8, metric: str = "l2") -> fa
 
 
 def hnsw(d: int, M: int = 32, ef_construction: int = 200, ef_search: int = 64,
-         metric: str = "l2") -> faiss.Index:
+         metric: str = "l2", id_map: bool = True) -> faiss.Index:
     """IndexHNSWFlat in an IndexIDMap: a layered graph with M links a node (2*M on the bottom layer).
 
-    efConstruction is the candidate list while building (Faiss's default 40 gives a poor graph on
-    2048-d features; 200 is sound), efSearch the candidate list while searching.
+    efConstruction is the candidate list while building (Faiss's default 40 can give a poor graph
+    on large sets of high-dimensional features; 200 is sound), efSearch the candidate list while
+    searching. `id_map=False` leaves out the IndexIDMap, to nest the graph in `refine_flat`.
     """
     d = _positive_int("d", d)
     M = _positive_int("M", M)
@@ -178,7 +180,7 @@ def hnsw(d: int, M: int = 32, ef_construction: int = 200, ef_search: int = 64,
     index = faiss.IndexHNSWFlat(d, M, _metric(metric))
     index.hnsw.efConstruction = ef_construction
     index.hnsw.efSearch = _positive_int("ef_search", ef_search)
-    return faiss.IndexIDMap(index)
+    return faiss.IndexIDMap(index) if id_map else index
 
 
 def refine_flat(base: faiss.Index, k_factor: float = 4.0) -> faiss.Index:
@@ -303,6 +305,24 @@ def set_params(index: faiss.Index, **params) -> faiss.Index:
         for layer in targets:
             setter(layer, value)
     return index
+
+
+@contextmanager
+def blas_threshold(value: int = 0) -> Iterator[None]:
+    """Set `faiss.cvar.distance_compute_blas_threshold` inside a `with` block, restored after.
+
+    Exact (Flat) search computes a whole batch's distances as one BLAS matrix product only when
+    the batch is big enough: in faiss-cpu 1.15 when queries x d reaches this threshold (128,000;
+    notebook 03 measures the switch). Below it, each query streams the whole database from memory
+    by itself, which on a large database can be ten times slower. 0 forces the BLAS path. Its
+    distances are exact up to float rounding (||x||^2 + ||y||^2 - 2<x,y>), so ties may swap.
+    """
+    before = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = int(value)
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
 
 
 # ---------------------------------------------------------------- training, adding, searching

@@ -48,6 +48,7 @@ def test_extract_gives_aligned_float32_vectors(photos, lite0):
     assert fs.meta["manifest_hash"] == photos.content_hash()
     assert (fs.meta["backbone"], fs.meta["dim"], fs.meta["precision"]) == ("efficientnet_lite0", 1280, "fp32")
     assert fs.images_per_second > 0
+    assert fs.meta["decode"] == "full"
 
 
 def test_a_broken_image_mid_batch_does_not_stop_the_run(photos, lite0):
@@ -107,6 +108,9 @@ def test_cache_hit_miss_and_invalidation(photos, lite0, tmp_path):
     assert load_or_extract(photos, lite0, cache, normalize=True, progress=False)[1] == \
         "cache miss: normalisation changed"
     assert load_or_extract(photos, lite0, cache, progress=False)[1] == "cache miss: normalisation changed"
+    assert load_or_extract(photos, lite0, cache, jpeg_draft=True, progress=False)[1] == \
+        "cache miss: decoding changed"
+    assert load_or_extract(photos, lite0, cache, progress=False)[1] == "cache miss: decoding changed"
     other = dataclasses.replace(lite0, weights_id="other-weights")
     assert load_or_extract(photos, other, cache, progress=False)[1] == "cache miss: weights changed"
     resized = dataclasses.replace(other, preprocessing={**lite0.preprocessing, "crop": [200]})
@@ -150,3 +154,17 @@ def test_retrieval_on_photo_variants_is_far_above_chance(tmp_path, lite0):
           f"(chance {chance:.3f})")
     assert not fs.failures and len(set(labels)) >= 10
     assert recall_at_1 >= 0.9 > 10 * chance
+
+
+def test_fast_jpeg_decoding_moves_features_only_slightly(tmp_path, lite0):
+    for name in PHOTOS[:3]:
+        img = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        s = 1100 / min(img.size)   # large enough for 1/2-scale decoding above 2 x 256
+        img.resize((round(img.width * s), round(img.height * s))).save(tmp_path / f"{name}.jpg", quality=90)
+    manifest = scan(tmp_path, progress=False).manifest
+    full = extract(manifest, lite0, progress=False)
+    fast = extract(manifest, lite0, jpeg_draft=True, progress=False)
+    assert fast.meta["decode"] == "jpeg draft, short side >= 512" and full.meta["decode"] == "full"
+    assert not np.array_equal(fast.vectors, full.vectors)               # it did decode differently
+    cos = (l2_normalize(fast.vectors) * l2_normalize(full.vectors)).sum(axis=1)
+    assert cos.min() > 0.97, cos

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
 from helpers.datasets import write_problem_files
@@ -77,3 +78,23 @@ def test_too_many_pixels_refused_before_decoding(tmp_path):
 def test_missing_file_is_an_image_load_error(tmp_path):
     with pytest.raises(ImageLoadError, match="cannot read"):
         open_rgb(tmp_path / "nope.jpg")
+
+
+def test_min_side_decodes_a_jpeg_smaller_but_never_below_it(tmp_path):
+    photo = Image.fromarray(skimage.data.astronaut()).resize((1024, 768))   # 4:3, short side 768
+    photo.save(tmp_path / "big.jpg", quality=90)
+    photo.save(tmp_path / "big.png")
+    full = open_rgb(tmp_path / "big.jpg")
+    assert full.size == (1024, 768)                                       # default: full decode
+    assert open_rgb(tmp_path / "big.jpg", min_side=232).size == (512, 384)  # 1/4 would give 192 < 232
+    small = open_rgb(tmp_path / "big.jpg", min_side=96)
+    assert small.size == (128, 96) and small.mode == "RGB"                  # 1/8, the most libjpeg does
+    assert open_rgb(tmp_path / "big.jpg", min_side=768).size == (1024, 768)
+    assert open_rgb(tmp_path / "big.png", min_side=96).size == (1024, 768)  # only JPEGs scale in the decoder
+    shrunk = np.asarray(full.resize((128, 96), Image.Resampling.BOX), dtype=float)
+    assert np.abs(np.asarray(small, dtype=float) - shrunk).mean() < 3      # the same picture, up to rounding
+
+
+def test_min_side_keeps_exif_orientation(problems):
+    folder, _ = problems
+    assert open_rgb(folder / "exif_rotated.jpg", min_side=32).size == (32, 48)   # 1/2, still portrait

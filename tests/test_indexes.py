@@ -135,6 +135,7 @@ BUILDERS = {
     "hnsw": lambda: ix.hnsw(D, 16, 64),
     "refine_flat": lambda: ix.refine_flat(faiss.IndexPQ(D, 8, 4)),
     "with_pca": lambda: ix.with_pca(D, ix.ivf_flat(16, 16)),
+    "pca_hnsw_refine": lambda: ix.refine_flat(ix.with_pca(D, ix.hnsw(16, 16, 64, id_map=False)), k_factor=4),
     "factory_hnsw": lambda: ix.from_factory(D, "HNSW16"),
     "factory_refine": lambda: ix.from_factory(D, "IVF16,PQ8x4,RFlat"),
 }
