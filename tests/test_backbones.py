@@ -162,3 +162,50 @@ def test_lite0_preprocessing_matches_the_statistics_its_weights_learned(lite0):
         raw = net.extract_features(x).mean(dim=(2, 3))
         torch.testing.assert_close(lite0.model(x), raw, rtol=1e-4, atol=1e-4)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.model.modules())
+
+
+class _LocalWeights:
+    """torchvision's IMAGENET1K_V2 entry, but served from a file:// URL: the download path runs
+    for real (urllib, torch.hub's hash check, the hub cache) without a network."""
+
+    def __init__(self, url: str):
+        self.url, self.name = url, "IMAGENET1K_V2"
+
+    @staticmethod
+    def transforms():
+        return models.ResNet50_Weights.IMAGENET1K_V2.transforms()
+
+
+def _served(folder, state, tamper: bool = False) -> str:
+    """Save `state` as torchvision names its files (resnet50-<sha256 prefix>.pth); return its URL."""
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "upload.pth"
+    torch.save(state, tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]
+    if tamper:
+        tmp.write_bytes(tmp.read_bytes() + b"corrupted in transit")
+    path = tmp.rename(folder / f"resnet50-{digest}.pth")
+    return path.as_uri()
+
+
+def test_download_lands_in_the_hub_cache_and_is_reused(tmp_path, empty_hub, resnet_state, monkeypatch):
+    import helpers.backbones as backbones
+
+    monkeypatch.setattr(backbones, "RESNET50_WEIGHTS", (_LocalWeights(_served(tmp_path / "server", resnet_state)),))
+    bb = load_backbone("auto", verbose=False)
+    assert (bb.name, bb.dim, bb.weights_id) == ("resnet50", 2048, "IMAGENET1K_V2")
+    assert "downloaded" in bb.reason and len(list(empty_hub.glob("resnet50-*.pth"))) == 1
+    assert "hub cache" in load_backbone("auto", verbose=False, download=False).reason
+
+
+def test_a_download_that_fails_its_hash_check_falls_back(tmp_path, empty_hub, resnet_state, monkeypatch):
+    import helpers.backbones as backbones
+
+    url = _served(tmp_path / "server", resnet_state, tamper=True)
+    monkeypatch.setattr(backbones, "RESNET50_WEIGHTS", (_LocalWeights(url),))
+    bb = load_backbone("auto", verbose=False)
+    assert bb.name == "efficientnet_lite0" and "download failed" in bb.reason
+    with pytest.raises(BackboneError, match="download failed"):
+        load_backbone("resnet50", verbose=False)
