@@ -215,3 +215,18 @@ def test_same_data_and_seed_give_identical_results(make):
         return ix.search(index, x[2000:], 10)
     first, second = run(), run()
     assert np.array_equal(first.ids, second.ids) and np.array_equal(first.scores, second.scores)
+
+
+def test_blas_threshold_is_set_inside_the_block_and_restored(data):
+    xb, ids, xq = data
+    index = ix.build(ix.flat(D), xb, ids).index
+    before = faiss.cvar.distance_compute_blas_threshold
+    plain = ix.search(index, xq[:3], 10)            # 3 x 32 is far below the threshold: no BLAS
+    with pytest.raises(RuntimeError), ix.blas_threshold(0):
+        assert faiss.cvar.distance_compute_blas_threshold == 0
+        forced = ix.search(index, xq[:3], 10)
+        raise RuntimeError("leaving the block by an exception restores it too")
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    assert np.array_equal(forced.ids, plain.ids)    # same neighbours; distances up to rounding
+    np.testing.assert_allclose(forced.scores, plain.scores, rtol=1e-4, atol=1e-4)
+    assert not np.array_equal(forced.scores, plain.scores) or before == 0   # it did take another path
