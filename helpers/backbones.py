@@ -202,10 +202,20 @@ def _cache_path(w) -> Path:
 
 
 def _download(w, verbose: bool) -> dict:
-    """Download into the hub cache, hash-checked, failing within DOWNLOAD_TIMEOUT_S when offline."""
+    """Download into the hub cache, hash-checked, failing within DOWNLOAD_TIMEOUT_S when offline.
+
+    The host name is looked up first, so that offline no "Downloading: ..." line is printed for
+    a download that cannot start.
+    """
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
+        host = urlparse(w.url).hostname
+        if host:
+            try:
+                socket.getaddrinfo(host, 443)
+            except OSError as err:
+                raise OSError(f"offline? cannot resolve {host} ({err.strerror or err})") from None
         return torch.hub.load_state_dict_from_url(w.url, map_location="cpu", progress=verbose,
                                                   check_hash=True, weights_only=True)
     finally:
