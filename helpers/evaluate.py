@@ -271,7 +271,7 @@ class Comparison:
     ends with the indexes of 03-06 side by side, each measured when its notebook last ran.
     """
 
-    COLUMNS = ("index", "recall@10", "QPS", "memory MB", "train s", "add s")
+    COLUMNS = ("index", "recall@10", "QPS", "QPS 1-by-1", "memory MB", "train s", "add s")
 
     def __init__(self, path):
         self.path = Path(path)
@@ -295,4 +295,5 @@ class Comparison:
     def table(self) -> "Table":
         data = self._load()
         rows = [{"notebook": nb, **row} for nb in sorted(data) for row in data[nb]]
-        return Table(rows, "All indexes so far (recall@10 against exact search; QPS for one batch)")
+        return Table(rows, "All indexes so far (recall@10 against exact search; QPS for one batch, "
+                           "and for queries sent one at a time)")

@@ -45,9 +45,10 @@ def test_comparison_keeps_rows_per_notebook(tmp_path):
     c = Comparison(tmp_path / "c.json")
     c.update("03", [{"index": "Flat", "recall@10": 1.0, "QPS": 10.0, "extra": 1}])
     c.update("04", [{"index": "IVF", "recall@10": 0.9}])
-    c.update("03", [{"index": "Flat", "recall@10": 1.0, "QPS": 20.0}])
+    c.update("03", [{"index": "Flat", "recall@10": 1.0, "QPS": 20.0, "QPS 1-by-1": 2.0}])
     table = c.table()
     assert table.column("index") == ["Flat", "IVF"] and table.column("QPS") == [20.0, None]
+    assert table.column("QPS 1-by-1") == [2.0, None]
     assert table.column("notebook") == ["03", "04"] and "extra" not in table.columns
     (tmp_path / "c.json").write_text("{broken")
     assert len(Comparison(tmp_path / "c.json").table()) == 0
