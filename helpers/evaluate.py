@@ -29,8 +29,8 @@ from typing import Callable, Iterable, Mapping
 import faiss
 import numpy as np
 
-from .indexes import (Built, SearchResult, as_float32_matrix, as_ids, blas_threshold, flat, metric_of, normalize, search,
-                      set_params)
+from .indexes import (Built, SearchResult, as_float32_matrix, as_ids, blas_threshold, flat, metric_of, normalize,
+                      search, set_params)
 
 
 def ground_truth(xb, ids, queries, k: int, metric: str = "l2") -> SearchResult:

@@ -11,7 +11,7 @@ on others), but on the photo-variants set it moves EfficientNet-Lite0's features
 0.987 with fp32 (mean 0.998) and changes 3% of the nearest neighbours, so it is not the default.
 `jpeg_draft=True` decodes large JPEGs at reduced scale (libjpeg's DCT scaling to 1/2, 1/4 or
 1/8, keeping at least twice the resize's short side, as PIL's thumbnail does). Measured with
-benchmarks/bench_jpeg_draft.py (Lite0, photos with a 1200-px short side): 1.46x faster, but
+benchmarks/bench_jpeg_draft.py (Lite0, photos with a 1200-px short side): 1.4-1.5x faster, but
 cosine to full decoding min 0.989 (mean 0.9994) and 4% of nearest neighbours change, so it is
 an opt-in, like bfloat16. On photos no larger than the backbone needs it changes nothing.
 """
