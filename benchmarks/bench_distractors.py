@@ -1,0 +1,66 @@
+"""How realistic are the distractors? Real images against distractors, at equal numbers, as
+neighbours of real queries: one run on Fashion-MNIST, 70,000 real labelled images (Debian's
+dataset-fashion-mnist or torchvision's copy, see helpers.datasets).
+
+The distractor model is fitted on a few real features (as the course fits it on its sample),
+then as many distractors are drawn as there are other real images. If distractors were
+indistinguishable from real images, half of each query's top-10 among both would be
+distractors; fewer means they lie farther from real queries than real images do.
+
+    python benchmarks/bench_distractors.py                 # 500 images a class, fit on 90 and 900
+    python benchmarks/bench_distractors.py --per-class 200 --fit 90
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from helpers.backbones import load_backbone  # noqa: E402
+from helpers.datasets import build_fashion_mnist  # noqa: E402
+from helpers.distractors import DistractorModel  # noqa: E402
+from helpers.features import extract  # noqa: E402
+from helpers.manifest import scan  # noqa: E402
+
+
+def knn(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    index = faiss.IndexFlatL2(base.shape[1])
+    index.add(base)
+    return index.search(queries, k)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-class", type=int, default=500, help="images of each of the 10 classes")
+    ap.add_argument("--fit", type=int, nargs="+", default=[90, 900], help="real features the model is fitted on")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--k", type=int, default=10)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_distractors_") as tmp:
+        folder, origin = build_fashion_mnist(Path(tmp) / "images", per_class=args.per_class)
+        manifest = scan(folder, progress=False).manifest
+        fs = extract(manifest, load_backbone(args.backbone, verbose=False), progress=False)
+    x, k = fs.vectors, args.k
+    print(f"{len(x)} Fashion-MNIST images ({origin}), {fs.meta['backbone']} features, k={k}")
+    order = np.random.default_rng(0).permutation(len(x))
+    for n_fit in args.fit:
+        fit, queries, others = np.split(order, [n_fit, n_fit + args.queries])
+        distractors = DistractorModel.fit(x[fit]).sample(len(others), seed=1)[0]
+        d_real, _ = knn(x[others], x[queries], k)
+        d_fake, _ = knn(distractors, x[queries], k)
+        _, mixed = knn(np.vstack([x[others], distractors]), x[queries], k)
+        print(f"fit on {n_fit}: {len(others)} real images and {len(others)} distractors; squared L2 to the "
+              f"nearest, median: real {np.median(d_real[:, 0]):.1f}, distractor {np.median(d_fake[:, 0]):.1f}; "
+              f"distractors in the mixed top-{k}: {np.mean(mixed >= len(others)):.2f} (0.50 if indistinguishable)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
