@@ -22,7 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers.backbones import load_backbone  # noqa: E402
 from helpers.datasets import build_photo_variants  # noqa: E402
-from helpers.features import extract, l2_normalize  # noqa: E402
+from helpers.features import extract  # noqa: E402
 from helpers.manifest import scan  # noqa: E402
 
 
@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for draft in (False, True):
                 start = time.perf_counter()
-                fs = extract(manifest, backbone, jpeg_draft=draft, progress=False)
+                fs = extract(manifest, backbone, jpeg_draft=draft, normalize=True, progress=False)
                 seconds[draft] += time.perf_counter() - start
-                vectors[draft], decode = l2_normalize(fs.vectors), fs.meta["decode"]
+                vectors[draft] = fs.vectors
         full, draft = vectors[False], vectors[True]
         cos = (full * draft).sum(axis=1)
         recall = {k: float(np.mean(labels[nearest(v)] == labels)) for k, v in vectors.items()}
-        print(f"{len(manifest)} JPEGs, short side {args.short_side}, backbone {backbone.name}; draft: {decode}")
+        print(f"{len(manifest)} JPEGs, short side {args.short_side}, backbone {backbone.name}; "
+              f"draft: {fs.meta['decode']}")
         print(f"full decoding  {len(manifest) * args.rounds / seconds[False]:6.1f} images/s")
         print(f"draft decoding {len(manifest) * args.rounds / seconds[True]:6.1f} images/s: "
               f"{seconds[False] / seconds[True]:.2f}x")

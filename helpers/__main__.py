@@ -37,7 +37,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
 def _features(args: argparse.Namespace) -> int:
     from .backbones import BackboneError, load_backbone
-    from .features import FeatureError, companion_paths, extract, save_features
+    from .features import BATCH_SIZE, FeatureError, companion_paths, extract, save_features
     from .manifest import Manifest, ManifestError
     from .settings import SettingsError, load_settings
 
@@ -46,7 +46,7 @@ def _features(args: argparse.Namespace) -> int:
         out, ids_path, meta_path = companion_paths(args.out)
         manifest = Manifest.load(args.manifest)
         backbone = load_backbone(args.backbone or settings.backbone, args.weights or settings.weights)
-        fs = extract(manifest, backbone, batch_size=args.batch_size, normalize=args.normalize,
+        fs = extract(manifest, backbone, batch_size=args.batch_size or BATCH_SIZE, normalize=args.normalize,
                      precision=args.precision, jpeg_draft=args.fast_jpeg, progress=not args.quiet)
         save_features(fs, out)
     except (SettingsError, ManifestError, BackboneError, FeatureError) as err:
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", choices=("auto", "resnet50", "efficientnet_lite0", "random_resnet50"),
                    help="default: SIMSEARCH_BACKBONE or auto")
     p.add_argument("--weights", help="a local ResNet50 weights file (default: SIMSEARCH_WEIGHTS)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8, measured)")
+    p.add_argument("--batch-size", type=int,
+                   help="images per forward pass (default: helpers.features.BATCH_SIZE, chosen by measurement)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: faster on CPUs with native bfloat16, slightly different features")
     p.add_argument("--fast-jpeg", action="store_true",

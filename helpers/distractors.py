@@ -114,14 +114,16 @@ class DistractorModel:
             raise ValueError(f"within={within}: a share of variance, between 0 and 1")
         rng = np.random.default_rng(seed)
         n_clusters = n_clusters or max(1, round(np.sqrt(n)))
-        centres = rng.standard_normal((n_clusters, len(self.stds)), dtype=np.float32) * self.stds * np.sqrt(1 - within)
+        between = (self.stds * np.sqrt(1 - within)).astype(np.float32)   # float32 all the way: a float64
+        inside = (self.stds * np.sqrt(within)).astype(np.float32)        # scalar would make every product float64
+        centres = rng.standard_normal((n_clusters, len(self.stds)), dtype=np.float32) * between
         groups = rng.integers(n_clusters, size=n)
         out = np.empty((n, self.d), dtype=np.float32)
         for start in range(0, n, _CHUNK):
             g = groups[start:start + _CHUNK]
-            coef = centres[g] + rng.standard_normal((len(g), len(self.stds)), dtype=np.float32) * self.stds * np.sqrt(within)
+            coef = centres[g] + rng.standard_normal((len(g), len(self.stds)), dtype=np.float32) * inside
             block = self.mean + coef @ self.components
-            block += self.residual_std * rng.standard_normal(block.shape, dtype=np.float32)
+            block += np.float32(self.residual_std) * rng.standard_normal(block.shape, dtype=np.float32)
             np.maximum(block, 0.0, out=block)           # pooled ReLU outputs are never negative
             if self.normalized if normalize is None else normalize:
                 block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)

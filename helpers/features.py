@@ -70,9 +70,11 @@ class FeatureSet:
         return self.vectors.shape[1]
 
     def summary(self) -> str:
+        """What the vectors are, with the speed of the extraction that made them and when (a cached
+        set reports its own extraction, not this run's)."""
         return (f"{len(self)} vectors of dimension {self.dim} ({self.meta.get('backbone')}, "
-                f"{self.meta.get('precision')}), {len(self.failures)} images failed, "
-                f"{self.images_per_second:.1f} images/s")
+                f"{self.meta.get('precision')}), {len(self.failures)} images failed; extracted "
+                f"{self.meta.get('created', '')} at {self.images_per_second:.1f} images/s")
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

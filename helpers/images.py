@@ -37,7 +37,7 @@ class ImageInfo:
 
 
 def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> Image.Image:
-    """Open, check the size before decoding, then decode the first frame fully.
+    """Open, check the size before decoding, then decode the whole first frame.
 
     With `min_side`, a JPEG is decoded at the strongest reduction of 1/2, 1/4, 1/8 that keeps
     its short side >= min_side (libjpeg scales while it decodes: far less work than a full decode).
@@ -66,10 +66,9 @@ def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> Image.I
                 path, f"too large: {w}x{h} = {w * h:,} pixels > limit {max_pixels:,} "
                 "(decompression-bomb guard; raise max_pixels if the file is trusted)")
         img.seek(0)  # animated GIF/PNG/WebP, multi-page TIFF: the first frame
-        if min_side and img.format == "JPEG":
-            short = min(w, h)
-            img.draft(None, (-(-w * min_side // short), -(-h * min_side // short)))
-        img.load()   # full decode: truncated data fails here, not later
+        if min_side:   # JPEG (and MPO, phones' JPEGs) only; other formats ignore draft()
+            img.draft(None, (min_side, min_side))   # libjpeg keeps both sides >= min_side
+        img.load()   # decode now: truncated data fails here, not later
     except ImageLoadError:
         img.close()
         raise
