@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers import distractors, evaluate, indexes as ix  # noqa: E402
+from helpers.presentation import Table  # noqa: E402
 
 TARGET_RECALL = 0.95
 COMPRESSED_NPROBE = 16
@@ -52,7 +53,7 @@ def make_data(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return xb, ids, queries
 
 
-def hnswlib_sweep(xb, ids, queries, truth, M, ef_construction, efs, k, repeats, threads) -> tuple[evaluate.Table, dict]:
+def hnswlib_sweep(xb, ids, queries, truth, M, ef_construction, efs, k, repeats, threads) -> tuple[Table, dict]:
     """hnswlib's HNSW over the same vectors: an efSearch sweep and its build facts."""
     import hnswlib
 
@@ -62,7 +63,7 @@ def hnswlib_sweep(xb, ids, queries, truth, M, ef_construction, efs, k, repeats, 
     index.set_num_threads(threads)
     index.add_items(xb, ids)
     facts = {"train s": 0.0, "add s": time.perf_counter() - start, "memory MB": index.index_file_size() / 1e6}
-    table = evaluate.Table(title=f"hnswlib: recall@{k} and QPS against efSearch")
+    table = Table(title=f"hnswlib: recall@{k} and QPS against efSearch")
     for ef in efs:
         index.set_ef(ef)
         found = index.knn_query(queries, k)[0].astype(np.int64)
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     d_pca = min(256, d // 2)
     print(f"nlist {nlist} (suggest_nlist), {len(train_x):,} training vectors, PQ m={m}, PCA to {d_pca}", flush=True)
 
-    rows = evaluate.Table(title=f"{n:,} x {d}, {len(queries):,} queries, k={k}")
+    rows = Table(title=f"{n:,} x {d}, {len(queries):,} queries, k={k}")
 
     def run(name, index, **params):
         built = ix.build(index, xb, ids, train_x)

@@ -18,7 +18,6 @@ outputs up to rounding, 10-25% faster measured on a 2-core CPU; `fold_bn=False` 
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import socket
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision import models
 from torchvision import transforms as T
+
+from .fileio import sha256_file
 
 NAMES = ("auto", "resnet50", "efficientnet_lite0", "random_resnet50")
 #: ResNet50 weights looked for in the hub cache, best first; only the first is downloaded.
@@ -97,13 +98,6 @@ def _describe_transform(tf, source: str) -> dict:
             "interpolation": tf.interpolation.value, "antialias": tf.antialias,
             "mean": list(tf.mean), "std": list(tf.std), "source": source}
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _first_line(err: BaseException) -> str:
@@ -188,7 +182,7 @@ def _resnet50(state: dict | None, weights_id: str, tf_weights, reason: str) -> B
 def _resnet50_from_file(path: Path) -> Backbone:
     state = _load_state_dict(path)
     _check_resnet50_state(state, str(path))
-    digest = _sha256(path)
+    digest = sha256_file(path)[0]
     known = next((w for w in RESNET50_WEIGHTS if digest.startswith(_hash_prefix(w))), None)
     if known is not None:
         return _resnet50(state, known.name, known, f"local weights file {path} (torchvision's {known.name})")

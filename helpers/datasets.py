@@ -14,7 +14,6 @@ import csv
 import gzip
 import hashlib
 import io
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
+from .fileio import atomic_write
 from .images import open_rgb
 from .settings import Settings
 
@@ -194,9 +194,7 @@ def _is_grey(img: Image.Image) -> bool:
 def _write_if_changed(path: Path, data: bytes) -> None:
     if path.is_file() and path.read_bytes() == data:
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write(path, data)
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------

@@ -18,17 +18,14 @@ so an approximate index may find a tied neighbour that ground truth listed later
 
 from __future__ import annotations
 
-import html
-import json
-import os
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import faiss
 import numpy as np
 
+from .presentation import Table
 from .indexes import (Built, SearchResult, as_float32_matrix, as_ids, blas_threshold, flat, metric_of, normalize,
                       search, set_params)
 
@@ -139,7 +136,7 @@ def measure(name: str, index: faiss.Index | Built, queries, truth, k: int = 10, 
 
 
 def sweep(name: str, index: faiss.Index, queries, truth, param: str, values: Iterable, k: int = 10, *,
-          repeats: int = 3) -> "Table":
+          repeats: int = 3) -> Table:
     """recall@k and batch QPS for each value of one search parameter (nprobe, efSearch, k_factor)."""
     rows = []
     for value in values:
@@ -148,152 +145,3 @@ def sweep(name: str, index: faiss.Index, queries, truth, param: str, values: Ite
         rows.append({"index": name, param: value, f"recall@{k}": recall_at_k(result, truth, k),
                      "1-recall@1": one_recall_at_1(result, truth), "QPS": qps(index, queries, k, repeats)})
     return Table(rows, f"{name}: recall@{k} and QPS against {param}")
-
-
-def _fmt(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        a = abs(value)
-        return f"{value:,.0f}" if a >= 100 else f"{value:.1f}" if a >= 10 else f"{value:.3f}"
-    return "" if value is None else str(value)
-
-
-class Table:
-    """Rows of measurements (dicts) shown as a table: in a notebook as HTML, elsewhere `to_text()`."""
-
-    def __init__(self, rows: Iterable[dict] = (), title: str = ""):
-        self.rows = list(rows)
-        self.title = title
-
-    @property
-    def columns(self) -> list[str]:
-        return list(dict.fromkeys(c for row in self.rows for c in row))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.rows[i]
-
-    def append(self, row: dict) -> None:
-        self.rows.append(row)
-
-    def column(self, name: str) -> list:
-        return [row.get(name) for row in self.rows]
-
-    def first(self, condition: Callable[[dict], bool]) -> dict | None:
-        """The first row meeting `condition`, e.g. `lambda r: r["recall@10"] >= 0.95`; None if none does."""
-        return next((row for row in self.rows if condition(row)), None)
-
-    def to_text(self) -> str:
-        cols = self.columns
-        cells = [cols] + [[_fmt(row.get(c)) for c in cols] for row in self.rows]
-        widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
-        lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(([self.title] if self.title else []) + lines)
-
-    def __str__(self) -> str:
-        return self.to_text()
-
-    def _repr_html_(self) -> str:
-        cols = self.columns
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in cols) + "</tr>"
-                       for row in self.rows)
-        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
-        return f"<table>{caption}<tr>{head}</tr>{body}</table>"
-
-
-class CourseDatabase:
-    """The database notebooks 03-06 search: real features plus distractors, real queries.
-
-    Real images keep their manifest ids; distractors get ids from DISTRACTOR_ID_START upwards
-    (helpers.distractors), which no manifest uses, and carry no label. Queries are real images (the first
-    `sizes.n_queries` of every other image) held out of the database, so a query never finds
-    itself; the other variants of its photo are in the database. The exact Flat index, its ground truth and its
-    speed are computed once and reused by every measurement in a notebook.
-    """
-
-    def __init__(self, features, manifest, scale: str, seed: int = 0):
-        from .distractors import DATABASE_SIZE, QUERY_COUNT, Sizes, with_distractors
-        from .settings import SCALES, SettingsError
-
-        if scale not in SCALES:
-            raise SettingsError(f"scale {scale!r}: use one of {', '.join(SCALES)}")
-        n = len(features)
-        if n < 2:
-            raise ValueError("the course database needs at least 2 real feature vectors")
-        n_queries = min(QUERY_COUNT[scale], n // 2)
-        # every other image is a query, held out of the database: its variants stay in it
-        is_query = np.zeros(n, dtype=bool)
-        is_query[1::2][:n_queries] = True
-        real = features.vectors[~is_query][: DATABASE_SIZE[scale]]
-        real_ids = features.ids[~is_query][: DATABASE_SIZE[scale]]
-        self.sizes = Sizes(scale, len(real), max(0, DATABASE_SIZE[scale] - len(real)), n_queries)
-        self.xb, self.ids = with_distractors(real, real_ids, self.sizes.n_distractors, seed)
-        self.queries = np.ascontiguousarray(features.vectors[is_query], dtype=np.float32)
-        self.query_ids = features.ids[is_query]
-        self.labels = {int(i): manifest.entry(i).label for i in features.ids}
-        self._flat = None
-        self._truth: dict[int, SearchResult] = {}
-        self._flat_qps: dict[int, float] = {}
-
-    def flat(self) -> faiss.Index:
-        """The exact index over the whole database (built once)."""
-        if self._flat is None:
-            self._flat = flat(self.xb.shape[1])
-            self._flat.add_with_ids(self.xb, self.ids)
-        return self._flat
-
-    def ground_truth(self, k: int = 10) -> SearchResult:
-        """The exact top-k of every query (computed once per k)."""
-        if k not in self._truth:
-            self._truth[k] = search(self.flat(), self.queries, k)
-        return self._truth[k]
-
-    def flat_qps(self, k: int = 10) -> float:
-        """Exact search's queries per second on these queries, measured once per k, on its
-        BLAS path (`indexes.blas_threshold(0)`): the fastest exact search here, so that speed-ups
-        are measured against Flat at its best, whatever the number of queries."""
-        if k not in self._flat_qps:
-            with blas_threshold(0):
-                self._flat_qps[k] = qps(self.flat(), self.queries, k)
-        return self._flat_qps[k]
-
-
-class Comparison:
-    """The side-by-side table of every index measured so far, kept in a JSON file.
-
-    Each notebook replaces its own rows (`update`) and shows them all (`table`), so notebook 06
-    ends with the indexes of 03-06 side by side, each measured when its notebook last ran.
-    """
-
-    COLUMNS = ("index", "recall@10", "QPS", "QPS 1-by-1", "memory MB", "train s", "add s")
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def _load(self) -> dict[str, list[dict]]:
-        if not self.path.is_file():
-            return {}
-        try:
-            return json.loads(self.path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return {}   # a damaged table is rebuilt by the notebooks, not fatal
-
-    def update(self, notebook: str, rows: Iterable[dict]) -> None:
-        data = self._load()
-        data[notebook] = [{c: row.get(c) for c in self.COLUMNS} for row in rows]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, default=float), encoding="utf-8")
-        os.replace(tmp, self.path)
-
-    def table(self) -> "Table":
-        data = self._load()
-        rows = [{"notebook": nb, **row} for nb in sorted(data) for row in data[nb]]
-        return Table(rows, "All indexes so far (recall@10 against exact search; QPS for one batch, "
-                           "and for queries sent one at a time)")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .backbones import Backbone
+from .fileio import atomic_write
 from .images import ImageLoadError, open_rgb
 from .manifest import Manifest
 
@@ -186,15 +186,10 @@ def companion_paths(out_npy: str | Path) -> tuple[Path, Path, Path]:
 def save_features(fs: FeatureSet, out_npy: str | Path) -> Path:
     """Write vectors, ids and metadata (with failures) atomically; the json is written last."""
     vec_path, ids_path, meta_path = companion_paths(out_npy)
-    vec_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**fs.meta, "failures": [list(f) for f in fs.failures]}
-    for path, write in ((vec_path, lambda f: np.save(f, fs.vectors)),
-                        (ids_path, lambda f: np.save(f, fs.ids)),
-                        (meta_path, lambda f: f.write(json.dumps(meta, indent=1).encode()))):
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as f:
-            write(f)
-        os.replace(tmp, path)
+    atomic_write(vec_path, lambda f: np.save(f, fs.vectors))
+    atomic_write(ids_path, lambda f: np.save(f, fs.ids))
+    atomic_write(meta_path, json.dumps(meta, indent=1))
     return vec_path
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from .fileio import atomic_write, sha256_file
 from .images import MAX_PIXELS, ImageLoadError, probe
 
 COLUMNS = ("id", "path", "sha256", "bytes", "width", "height", "format", "label", "duplicate_of")
@@ -213,13 +215,11 @@ def skipped_path_for(csv_path: str | Path) -> Path:
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
     """Write atomically: a half-written manifest never replaces a good one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue())
 
 
 def _walk(root: Path, exclude: set[Path]) -> tuple[list[Path], list[Skipped]]:
@@ -270,15 +270,6 @@ def _walk(root: Path, exclude: set[Path]) -> tuple[list[Path], list[Skipped]]:
     return files, skipped
 
 
-def _sha256(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
 
 def _default_label(rel_path: str) -> str:
     parent = Path(rel_path).parent.name
@@ -309,7 +300,7 @@ def scan(folder: str | Path, previous: Manifest | None = None, *, exclude: Itera
     for p in tqdm(files, desc="scanning", unit="file", disable=not progress):
         rel_path = p.relative_to(root).as_posix()
         try:
-            digest, size = _sha256(p)
+            digest, size = sha256_file(p)
             info = probe(p, max_pixels=max_pixels)
         except ImageLoadError as err:
             skipped.append(Skipped(rel_path, err.reason))

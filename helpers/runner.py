@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import report
+from .presentation import read_report
 from .settings import REPO_ROOT
 
 
@@ -61,7 +61,7 @@ def run_all(out_dir: Path = REPO_ROOT / "build" / "notebooks") -> int:
         print(f"running {path.name} ...", flush=True)
         runs.append(execute(path, out_dir, report_file))
         print(f"  {'ok' if runs[-1].error is None else 'FAILED'} in {runs[-1].seconds:.0f} s", flush=True)
-    print(summary(runs, report.read(report_file), out_dir))
+    print(summary(runs, read_report(report_file), out_dir))
     return sum(r.error is not None for r in runs)
 
 

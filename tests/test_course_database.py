@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 
 from helpers.distractors import DISTRACTOR_ID_START
-from helpers.evaluate import Comparison, CourseDatabase, recall_at_k, search
+from helpers.database import CourseDatabase
+from helpers.evaluate import recall_at_k
+from helpers.indexes import search
+from helpers.presentation import Comparison
 from helpers.features import FeatureSet
 from helpers.manifest import Entry, Manifest
 from helpers.settings import SettingsError

@@ -7,6 +7,7 @@ import pytest
 
 from helpers import evaluate as ev, indexes as ix
 from helpers.distractors import synthetic_features
+from helpers.presentation import Table
 
 pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
@@ -92,7 +93,7 @@ def test_measure_row_and_qps(data):
 
 
 def test_table_text_html_and_lookup():
-    table = ev.Table([{"index": "a<b", "recall@10": 0.5, "QPS": 12345.6}, {"index": "c", "recall@10": 0.97}], "t")
+    table = Table([{"index": "a<b", "recall@10": 0.5, "QPS": 12345.6}, {"index": "c", "recall@10": 0.97}], "t")
     text = table.to_text().splitlines()
     assert text[0] == "t" and "recall@10" in text[1] and "12,346" in text[3] and "0.970" in text[4]
     assert "a&lt;b" in table._repr_html_() and "<caption>t</caption>" in table._repr_html_()
@@ -102,9 +103,9 @@ def test_table_text_html_and_lookup():
 
 
 def test_plot_recall_qps_draws_one_line_per_index():
-    from helpers.plots import plot_recall_qps
+    from helpers.presentation import plot_recall_qps
 
-    table = ev.Table([{"index": "ivf", "nprobe": p, "recall@10": r, "QPS": q}
+    table = Table([{"index": "ivf", "nprobe": p, "recall@10": r, "QPS": q}
                       for p, r, q in [(1, 0.6, 9000), (4, 0.9, 3000), (16, 0.99, 800)]]
                      + [{"index": "hnsw", "efSearch": 16, "recall@10": 0.95, "QPS": 4000}])
     ax = plot_recall_qps(table, label="nprobe", target=0.95)

@@ -1,0 +1,246 @@
+"""What a learner looks at: tables of measurements, plots, image grids, and the run report.
+
+Plotting and table code only; nothing here is part of a lesson.
+- `Table`: rows of measurements, shown as HTML in a notebook; `Comparison`: the side-by-side
+  table of every index the notebooks measured, kept in a JSON file.
+- `plot_recall_qps`, `image_grid`, `samples_per_label`, `result_rows`: pictures.
+- `record` / `read_report`: what a notebook measured, for `make run`'s summary.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
+
+from .fileio import atomic_write
+from .images import ImageLoadError, open_rgb
+from .manifest import Manifest
+
+
+# ---------------------------------------------------------------- tables
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        a = abs(value)
+        return f"{value:,.0f}" if a >= 100 else f"{value:.1f}" if a >= 10 else f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+class Table:
+    """Rows of measurements (dicts) shown as a table: in a notebook as HTML, elsewhere `to_text()`."""
+
+    def __init__(self, rows: Iterable[dict] = (), title: str = ""):
+        self.rows = list(rows)
+        self.title = title
+
+    @property
+    def columns(self) -> list[str]:
+        return list(dict.fromkeys(c for row in self.rows for c in row))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def column(self, name: str) -> list:
+        return [row.get(name) for row in self.rows]
+
+    def first(self, condition: Callable[[dict], bool]) -> dict | None:
+        """The first row meeting `condition`, e.g. `lambda r: r["recall@10"] >= 0.95`; None if none does."""
+        return next((row for row in self.rows if condition(row)), None)
+
+    def to_text(self) -> str:
+        cols = self.columns
+        cells = [cols] + [[_fmt(row.get(c)) for c in cols] for row in self.rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
+        lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(([self.title] if self.title else []) + lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        cols = self.columns
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in cols) + "</tr>"
+                       for row in self.rows)
+        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
+        return f"<table>{caption}<tr>{head}</tr>{body}</table>"
+
+
+class Comparison:
+    """The side-by-side table of every index measured so far, kept in a JSON file.
+
+    Each notebook replaces its own rows (`update`) and shows them all (`table`), so notebook 06
+    ends with the indexes of 03-06 side by side, each measured when its notebook last ran.
+    """
+
+    COLUMNS = ("index", "recall@10", "QPS", "QPS 1-by-1", "memory MB", "train s", "add s")
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def _load(self) -> dict[str, list[dict]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return {}   # a damaged table is rebuilt by the notebooks, not fatal
+
+    def update(self, notebook: str, rows: Iterable[dict]) -> None:
+        data = self._load()
+        data[notebook] = [{c: row.get(c) for c in self.COLUMNS} for row in rows]
+        atomic_write(self.path, json.dumps(data, indent=1, default=float))
+
+    def table(self) -> "Table":
+        data = self._load()
+        rows = [{"notebook": nb, **row} for nb in sorted(data) for row in data[nb]]
+        return Table(rows, "All indexes so far (recall@10 against exact search; QPS for one batch, "
+                           "and for queries sent one at a time)")
+
+
+# ---------------------------------------------------------------- plots
+
+def plot_recall_qps(table: Iterable[dict], *, recall: str = "recall@10", qps: str = "QPS", by: str = "index",
+                    label: str | None = None, target: float | None = None, ax=None, title: str | None = None):
+    """Queries per second (log scale) against recall, one line per value of the `by` column.
+
+    label: a column (e.g. "nprobe", "efSearch") written beside each point; target: a recall to
+    mark with a vertical line. Up and to the right is better. Returns the matplotlib Axes.
+    """
+    rows = list(table)
+    if not rows:
+        raise ValueError("nothing to plot: the table has no rows")
+    missing = {recall, qps} - set(rows[0])
+    if missing:
+        raise KeyError(f"the table has no column {sorted(missing)}; its columns are {list(rows[0])}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    for group in dict.fromkeys(row.get(by) for row in rows):
+        part = sorted((row for row in rows if row.get(by) == group), key=lambda row: row[recall])
+        ax.plot([row[recall] for row in part], [row[qps] for row in part], "o-", label=str(group))
+        for row in part if label else ():
+            if row.get(label) is not None:
+                ax.annotate(str(row[label]), (row[recall], row[qps]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=8)
+    if target is not None:
+        ax.axvline(target, color="grey", linestyle="--", linewidth=1, label=f"{recall} = {target}")
+    ax.set_yscale("log")
+    ax.set_xlabel(recall)
+    ax.set_ylabel(f"{qps} (log scale)")
+    ax.set_title(title or getattr(table, "title", "") or f"{qps} against {recall}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+# ---------------------------------------------------------------- images
+
+def _thumb(item: str | Path | Image.Image, size: int = 160) -> Image.Image | None:
+    if isinstance(item, Image.Image):
+        img = item
+    else:
+        try:
+            img = open_rgb(item)
+        except ImageLoadError:
+            return None
+    img = img.copy()
+    img.thumbnail((size, size))
+    return img
+
+
+def image_grid(items: Sequence[str | Path | Image.Image], titles: Sequence[str] | None = None,
+               ncols: int = 6, cell: float = 1.8, suptitle: str | None = None) -> plt.Figure:
+    """Show images (paths or PIL images) in a grid; unreadable ones appear as a labelled gap."""
+    n = max(1, len(items))
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, item in enumerate(items):
+        ax = axes.flat[i]
+        thumb = _thumb(item)
+        if thumb is None:
+            ax.text(0.5, 0.5, "unreadable", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.imshow(thumb)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def samples_per_label(manifest: Manifest, per_label: int = 4, max_labels: int = 20) -> plt.Figure:
+    """One row per label with its first few images."""
+    labels = list(manifest.label_counts())[:max_labels]
+    items, titles = [], []
+    for label in labels:
+        chosen = [e for e in manifest if e.label == label][:per_label]
+        chosen += [None] * (per_label - len(chosen))
+        for e in chosen:
+            items.append(Image.new("RGB", (8, 8), "white") if e is None else manifest.abspath(e))
+            titles.append("" if e is None else f"{label}\n{Path(e.path).name}")
+    return image_grid(items, titles, ncols=per_label)
+
+
+def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores,
+                score_name: str = "distance") -> plt.Figure:
+    """One row per query: the query image, then its neighbours with id and score.
+
+    Ids that are not in the manifest (synthetic distractors) show as grey tiles."""
+    k = len(result_ids[0])
+    items, titles = [], []
+    for q, ids, sc in zip(query_ids, result_ids, scores):
+        items.append(manifest.abspath(int(q)))
+        titles.append(f"query {int(q)}\n{manifest.entry(q).label}")
+        for i, s in zip(ids, sc):
+            if int(i) < 0:
+                items.append(Image.new("RGB", (8, 8), "white"))
+                titles.append("no result")
+            elif int(i) not in manifest:   # a synthetic distractor: a vector with no image
+                items.append(Image.new("RGB", (8, 8), "lightgrey"))
+                titles.append(f"distractor\n{score_name} {float(s):.3f}")
+            else:
+                items.append(manifest.abspath(int(i)))
+                titles.append(f"id {int(i)} {manifest.entry(i).label}\n{score_name} {float(s):.3f}")
+    return image_grid(items, titles, ncols=k + 1)
+
+
+# ---------------------------------------------------------------- the run report
+
+def record(name: str, value: float | int | str, unit: str = "") -> None:
+    target = os.environ.get("SIMSEARCH_REPORT")
+    if not target:
+        return
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalars
+    line = {"notebook": os.environ.get("SIMSEARCH_NOTEBOOK", "?"), "name": name, "value": value,
+            "unit": unit}
+    with Path(target).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def read_report(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
