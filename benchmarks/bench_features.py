@@ -34,7 +34,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers.backbones import load_backbone  # noqa: E402
-from helpers.features import BATCH_SIZE, extract, l2_normalize  # noqa: E402
+from helpers.indexes import normalize  # noqa: E402
+from helpers.features import BATCH_SIZE, extract  # noqa: E402
 from helpers.manifest import Manifest, scan  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -162,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         goals = []
         for p in args.precision:
             rate, fwd = clocks[f"helpers_{p}"].rate(args.n), clocks[f"forward_{p}"].rate(args.n)
-            cos = (l2_normalize(np.concatenate(feats[f"helpers_{p}"]))
-                   * l2_normalize(np.stack(feats["loop"]))).sum(axis=1)
+            cos = (normalize(np.concatenate(feats[f"helpers_{p}"]))
+                   * normalize(np.stack(feats["loop"]))).sum(axis=1)
             print(f"helpers, end to end ({p}):   {rate:6.1f} images/s {clocks[f'helpers_{p}'].note()}: "
                   f"{rate / loop_rate:.2f}x the loop, cosine to its features min {cos.min():.5f}")
             print(f"forward only ({p}):          {fwd:6.1f} images/s {clocks[f'forward_{p}'].note()}: "

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from .backbones import Backbone
 from .fileio import atomic_write
 from .images import ImageLoadError, open_rgb
+from .indexes import normalize as normalize_rows
 from .manifest import Manifest
 
 PRECISIONS = ("fp32", "bf16")
@@ -75,13 +76,6 @@ class FeatureSet:
         return (f"{len(self)} vectors of dimension {self.dim} ({self.meta.get('backbone')}, "
                 f"{self.meta.get('precision')}), {len(self.failures)} images failed; extracted "
                 f"{self.meta.get('created', '')} at {self.images_per_second:.1f} images/s")
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero): inner product becomes cosine."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
 
 
 def _check_precision(precision: str) -> str:
@@ -165,7 +159,7 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int = BATCH_S
             failures.extend((i, paths[i], reason) for i, reason in failed)
             bar.update(len(batch_ids) + len(failed))
     vectors = np.concatenate(chunks) if chunks else np.zeros((0, backbone.dim), np.float32)
-    vectors = l2_normalize(vectors) if normalize else np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = normalize_rows(vectors) if normalize else np.ascontiguousarray(vectors, dtype=np.float32)
     rate = len(manifest) / (time.perf_counter() - start)
     meta = {**backbone.identity(), "manifest_hash": manifest.content_hash(), "normalize": normalize,
             "precision": precision, "decode": decode_mode(backbone, jpeg_draft),

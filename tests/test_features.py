@@ -14,7 +14,8 @@ from PIL import Image
 from helpers.__main__ import main
 from helpers.backbones import load_backbone
 from helpers.datasets import build_photo_variants
-from helpers.features import (FeatureError, extract, l2_normalize, load_features, load_or_extract,
+from helpers.indexes import normalize
+from helpers.features import (FeatureError, extract, load_features, load_or_extract,
                               save_features)
 from helpers.manifest import Manifest, scan
 
@@ -72,7 +73,7 @@ def test_a_broken_image_mid_batch_does_not_stop_the_run(photos, lite0):
 def test_normalize_gives_unit_rows(photos, lite0):
     fs = extract(photos, lite0, normalize=True, progress=False)
     np.testing.assert_allclose(np.linalg.norm(fs.vectors, axis=1), 1.0, rtol=1e-5)
-    x = l2_normalize(np.array([[3, 4], [0, 0]], dtype=np.float64))
+    x = normalize(np.array([[3, 4], [0, 0]], dtype=np.float64))
     assert x.dtype == np.float32 and np.allclose(x, [[0.6, 0.8], [0, 0]])
 
 
@@ -80,7 +81,7 @@ def test_bf16_is_opt_in_and_close_to_fp32(photos, lite0):
     fp32 = extract(photos, lite0, progress=False)
     bf16 = extract(photos, lite0, precision="bf16", progress=False)
     assert bf16.meta["precision"] == "bf16" and bf16.vectors.dtype == np.float32
-    cos = (l2_normalize(fp32.vectors) * l2_normalize(bf16.vectors)).sum(axis=1)
+    cos = (normalize(fp32.vectors) * normalize(bf16.vectors)).sum(axis=1)
     assert 0.95 < cos.min() and cos.max() < 1 - 1e-7  # close, not equal: the trade-off
     with pytest.raises(ValueError, match="precision"):
         extract(photos, lite0, precision="fp16")
@@ -166,5 +167,5 @@ def test_fast_jpeg_decoding_moves_features_only_slightly(tmp_path, lite0):
     fast = extract(manifest, lite0, jpeg_draft=True, progress=False)
     assert fast.meta["decode"] == "jpeg draft, short side >= 512" and full.meta["decode"] == "full"
     assert not np.array_equal(fast.vectors, full.vectors)               # it did decode differently
-    cos = (l2_normalize(fast.vectors) * l2_normalize(full.vectors)).sum(axis=1)
+    cos = (normalize(fast.vectors) * normalize(full.vectors)).sum(axis=1)
     assert cos.min() > 0.97, cos
