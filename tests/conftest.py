@@ -40,3 +40,15 @@ def photo_folder(tmp_path: Path) -> Path:
             write_photo(root / label / f"{label}_{i}.jpg", base + i)
     write_photo(root / "loose.png", 99)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA GPU: where torch sees none they are skipped, saying so."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if marked:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason=f"no CUDA GPU: torch {torch.__version__} sees none")
+            for item in marked:
+                item.add_marker(skip)
