@@ -58,8 +58,7 @@ class GpuStatus:
         if self.route == "faiss-gpu":
             return ""
         if not self.faiss_gpu_build:
-            return (f"this Faiss {self.faiss_version} is the CPU build (faiss-cpu): it has no "
-                    "StandardGpuResources or index_cpu_to_gpu; install faiss-gpu instead (README, GPU)")
+            return f"this Faiss {self.faiss_version} is the CPU build (faiss-cpu)"
         return "this Faiss has GPU code but sees no GPU (faiss.get_num_gpus() is 0)"
 
     def describe(self) -> str:
@@ -79,7 +78,8 @@ class GpuStatus:
         if self.route == "faiss-gpu":
             lines.append(f"  Faiss on the GPU: runs (indexes moved to {self.faiss_gpus} GPU(s), timed against the CPU)")
         else:
-            lines.append(f"  Faiss on the GPU: skipped, {self.why_no_faiss_gpu()}")
+            lines.append(f"  Faiss on the GPU: skipped, {self.why_no_faiss_gpu()}"
+                         + ("; faiss-gpu has them (README: GPU)" if not self.faiss_gpu_build else ""))
         where = "the GPU" if self.torch_cuda else "the CPU (no GPU: the same code, checked, not faster)"
         lines.append(f"  exact search in torch: on {where}, checked against Faiss's Flat and timed")
         return "\n".join(lines)
