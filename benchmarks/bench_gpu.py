@@ -192,8 +192,11 @@ def extraction_goals(args, manifest: Manifest, device: str) -> None:
     start = time.perf_counter()
     cpu_fs = extract(few, bb, device="cpu", progress=False)
     cpu_rate = len(few) / (time.perf_counter() - start)
+    cpu_vs_gpu = (feats["fp32"][: len(few)] * cpu_fs.vectors
+                  / np.linalg.norm(cpu_fs.vectors, axis=1, keepdims=True)).sum(axis=1)
     print(f"  CPU, {torch.get_num_threads()} threads, batch {cpu_fs.meta['batch_size']}, "
-          f"{cpu_fs.meta['num_workers']} workers: {cpu_rate:,.1f} images/s on {len(few)} images", flush=True)
+          f"{cpu_fs.meta['num_workers']} workers: {cpu_rate:,.1f} images/s on {len(few)} images; cosine of "
+          f"the GPU's fp32 features to the CPU's min {cpu_vs_gpu.min():.5f}", flush=True)
     goal("extraction_gpu_fp32_end_to_end_vs_forward", rates["fp32"] / forward["fp32"], GOAL_END_TO_END)
     goal("extraction_gpu_fp32_vs_cpu_all_cores", rates["fp32"] / cpu_rate, GOAL_VS_CPU)
 

@@ -201,7 +201,7 @@ def test_extraction_on_the_gpu_matches_the_cpu(photos, lite0):
     assert np.array_equal(gpu.ids, cpu.ids) and gpu.vectors.dtype == np.float32
     assert next(lite0.model.parameters()).device.type == "cpu", "the backbone goes back where it was"
     cos = (normalize(gpu.vectors) * normalize(cpu.vectors)).sum(axis=1)
-    assert cos.min() > 0.999, cos
+    assert cos.min() > 0.99, cos   # cuDNN may use TF32 for "fp32" convolutions (torch's default)
     half = extract(photos, lite0, device="cuda", precision="fp16", progress=False)
     cos = (normalize(half.vectors) * normalize(gpu.vectors)).sum(axis=1)
     assert half.meta["precision"] == "fp16" and 0.98 < cos.min() and cos.max() < 1 - 1e-7, cos
