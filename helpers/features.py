@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,17 @@ def _collate(items):
     return [i for i, _ in ok], batch, failed
 
 
+def _workers_that_fit(workers: int, batch_size: int, backbone: Backbone) -> int:
+    """At most `workers`, fewer when their batches in flight (2 each) would fill more than half of
+    the shared memory they are passed through (/dev/shm, often 64 MB in containers)."""
+    batch_bytes = batch_size * 3 * max(backbone.preprocessing["crop"]) ** 2 * 4
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return workers   # not Linux: workers share memory another way
+    return max(0, min(workers, int(free // 2 // (2 * batch_bytes))))
+
+
 def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = None,
             normalize: bool = False, progress: bool = True, num_workers: int | None = None,
             precision: str = "fp32", jpeg_draft: bool = JPEG_DRAFT, device: str = "auto") -> FeatureSet:
@@ -159,7 +171,8 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
     on_gpu = device.startswith("cuda")
     _check_precision(precision, device)
     batch_size = batch_size or (GPU_BATCH_SIZE if on_gpu else BATCH_SIZE)
-    num_workers = (cpu_cores() if on_gpu else 0) if num_workers is None else num_workers
+    if num_workers is None:
+        num_workers = _workers_that_fit(cpu_cores(), batch_size, backbone) if on_gpu else 0
     start = time.perf_counter()
     model = backbone.model.eval()
     home = next(model.parameters()).device

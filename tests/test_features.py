@@ -205,3 +205,18 @@ def test_extraction_on_the_gpu_matches_the_cpu(photos, lite0):
     half = extract(photos, lite0, device="cuda", precision="fp16", progress=False)
     cos = (normalize(half.vectors) * normalize(gpu.vectors)).sum(axis=1)
     assert half.meta["precision"] == "fp16" and 0.98 < cos.min() and cos.max() < 1 - 1e-7, cos
+
+
+def test_gpu_workers_fit_in_shared_memory(monkeypatch, lite0):
+    from collections import namedtuple
+
+    from helpers import features
+
+    usage = namedtuple("usage", "total used free")
+    batch_bytes = 64 * 3 * 224 * 224 * 4
+    monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 64 * 2**20))
+    assert features._workers_that_fit(16, 64, lite0) == 0      # a container's 64 MB /dev/shm
+    monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 20 * batch_bytes))
+    assert features._workers_that_fit(16, 64, lite0) == 5      # half of it, 2 batches a worker
+    monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 2**40))
+    assert features._workers_that_fit(16, 64, lite0) == 16
