@@ -91,8 +91,8 @@ def search_goals(args, status, device: str) -> None:
     cpu_flat.add(xb_host)
     faiss.omp_set_num_threads(cpu_cores())
     with blas_threshold(0):   # Faiss's BLAS path: exact search at its best on the CPU
+        _, truth = cpu_flat.search(xq_host, k)   # the answer, and a warm-up
         cpu_s = median_seconds(lambda: cpu_flat.search(xq_host, k), args.cpu_repeats)
-        _, truth = cpu_flat.search(xq_host, k)
     print(f"  Faiss IndexFlatIP, CPU, {faiss.omp_get_max_threads()} threads (BLAS path): "
           f"{nq / cpu_s:,.0f} queries/s", flush=True)
 
@@ -176,7 +176,8 @@ def extraction_goals(args, manifest: Manifest, device: str) -> None:
         feats[p] = fs.vectors / np.linalg.norm(fs.vectors, axis=1, keepdims=True)
     meta = fs.meta
     model = bb.model.to(device, memory_format=torch.channels_last)
-    batch = torch.randn(meta["batch_size"], 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    crop = max(bb.preprocessing["crop"])
+    batch = torch.randn(meta["batch_size"], 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
     forward = {p: forward_rate(model, batch, n, p, device) for p in precisions}
     model.to("cpu")
     print(f"extraction: {n:,} JPEGs 640x480, {args.backbone}, on {meta['device_name']}, batch "
