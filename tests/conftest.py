@@ -54,3 +54,15 @@ def build_index(factory: str, xb, ids, metric: str = "cosine"):
     index.train(xb)
     index.add_with_ids(xb, ids)
     return index
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA GPU: where torch sees none they are skipped, saying so."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if marked:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason=f"no CUDA GPU: torch {torch.__version__} sees none")
+            for item in marked:
+                item.add_marker(skip)
