@@ -92,7 +92,7 @@ def test_save_load_round_trip_and_paths_relative_to_csv(photo_folder, tmp_path):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda rows: [rows[0].replace("id,", "ident,")] + rows[1:], "missing columns"),
+    (lambda rows: [rows[0].replace("id,", "ident,")] + rows[1:], r"not a manifest \(no id column\)"),
     (lambda rows: rows[:2] + [rows[1]], "unique"),
     (lambda rows: rows[:1] + ["x" + rows[1]] + rows[2:], "bad value"),
 ])
