@@ -85,9 +85,9 @@ def _manifest(args: argparse.Namespace) -> int:
     for s in result.skipped[: args.show_skipped]:
         print(f"  skipped {s.path}: {s.reason}")
     if m.duplicates():
-        first = m.duplicates()[0]
-        print(f"{len(m.duplicates())} files have the same content as another (column duplicate_of), "
-              f"e.g. {first.path} = {m.entry(first.duplicate_of).path}")
+        dups = m.duplicates()
+        print(f"{len(dups)} file{' has' if len(dups) == 1 else 's have'} the same content as "
+              f"another (column duplicate_of), e.g. {dups[0].path} = {m.entry(dups[0].duplicate_of).path}")
     if len(m) and not m.labelled:
         print("no labels: the images are not in two or more subfolders, so measures by label "
               "are skipped")
