@@ -48,7 +48,6 @@ def test_extract_gives_aligned_float32_vectors(photos, lite0):
     np.testing.assert_allclose(alone.vectors[0], fs.vectors[2], rtol=1e-4, atol=1e-5)
     assert fs.meta["manifest_hash"] == photos.content_hash()
     assert (fs.meta["backbone"], fs.meta["dim"], fs.meta["precision"]) == ("efficientnet_lite0", 1280, "fp32")
-    assert fs.images_per_second > 0
     assert fs.meta["decode"] == "full"
 
 
