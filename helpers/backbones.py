@@ -224,7 +224,7 @@ def _resnet50_from_file(path: Path) -> Backbone:
                      "crop 224, ImageNet mean/std). If the weights were trained with other "
                      "preprocessing, the features will be worse than they could be.",
                      imagenet_head=False,
-                     source=f"assumed for weights of unknown origin: ResNet50_Weights.{assumed.name}.transforms()")
+                     source=f"assumed (weights of unknown origin): ResNet50_Weights.{assumed.name}.transforms()")
 
 
 def _hash_prefix(w) -> str:
@@ -412,6 +412,8 @@ def weights_report(settings) -> WeightsReport:
     try:
         bb = load_backbone(settings.backbone, settings.weights, verbose=False, download=False)
         chosen = f"{bb.name} ({bb.dim}-d, weights {bb.weights_id})"
+        if bb.preprocessing["source"].startswith("assumed"):
+            chosen += f"; preprocessing {bb.preprocessing['source']}"
     except BackboneError as err:
         lines.append(f"error: {err}")
         chosen = None

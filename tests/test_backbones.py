@@ -84,6 +84,16 @@ def test_local_weights_file_of_unknown_origin_loads_and_says_so(weights_file, re
     assert torch.allclose(features, _pooled(resnet_state, x), atol=1e-4)
 
 
+def test_weights_report_says_a_file_is_of_unknown_origin(weights_file):
+    from helpers.backbones import weights_report
+    from helpers.settings import load_settings
+
+    report = weights_report(load_settings({"SIMSEARCH_WEIGHTS": str(weights_file)}))
+    assert report.chosen.startswith("resnet50 (2048-d, weights file:")
+    assert report.chosen.endswith("; preprocessing assumed (weights of unknown origin): "
+                                  "ResNet50_Weights.IMAGENET1K_V2.transforms()")
+
+
 @pytest.mark.parametrize("variant", ["10-class head", "no head", "module. prefix", "both"])
 def test_any_resnet50_state_dict_gives_the_same_descriptor(tmp_path, resnet_state, variant):
     """A fine-tuned head, a headless backbone or a DataParallel checkpoint: the head is thrown
