@@ -1,16 +1,41 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
 # Each creates .venv and installs the pinned requirements first when needed.
+# PYTHON: the Python 3.11+ that makes .venv. VENV: an existing environment to use instead
+# (e.g. VENV=$CONDA_PREFIX); only a folder made by `python -m venv` is ever deleted and rebuilt.
+# SCALE: quick or full; SIMSEARCH_SCALE from the environment is honoured (SIMSEARCH_SCALE=quick make run).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SCALE  ?= full
+SCALE  ?= $(or $(SIMSEARCH_SCALE),full)
+# exits 0 when the interpreter runs, is 3.11 or newer, and has pip
+HEALTHY := -c 'import sys, importlib.util; sys.exit(sys.version_info < (3, 11) or importlib.util.find_spec("pip") is None)'
 
-.PHONY: install data run test lab clean gpu-check gpu-wheels
+.PHONY: install data run test lab clean gpu-check gpu-wheels FORCE
+
+# a venv that no longer runs (Python removed or upgraded under it) is rebuilt even when its
+# stamp looks up to date
+ifneq ($(shell $(PY) $(HEALTHY) 2>/dev/null && echo ok),ok)
+$(STAMP): FORCE
+endif
 
 $(STAMP): requirements.txt pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -e .
+	@if $(PY) $(HEALTHY) 2>/dev/null; then :; \
+	elif [ -e $(VENV) ] && [ ! -f $(VENV)/pyvenv.cfg ]; then \
+	    echo "error: $(VENV) cannot be used (it needs Python 3.11+ with pip) and was not made by" \
+	         "python -m venv, so it is left alone; fix it or choose another VENV" >&2; exit 1; \
+	else \
+	    $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	        echo "error: the course needs Python 3.11 or newer; $(PYTHON) is" \
+	             "$$($(PYTHON) --version 2>&1 || echo 'not found'). Install one and run e.g." \
+	             "make $(or $(MAKECMDGOALS),install) PYTHON=python3.11" >&2; exit 1; }; \
+	    if [ -e $(VENV) ]; then echo "$(VENV) is broken (its Python will not run, is older than" \
+	        "3.11 or lacks pip): making it again"; rm -rf $(VENV); fi; \
+	    echo "making $(VENV) with $$($(PYTHON) --version)"; \
+	    $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }; \
+	fi
+	@echo "installing the pinned requirements into $(VENV) (see README: several GB with the default torch, minutes)"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on -r requirements.txt -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -41,3 +66,5 @@ gpu-wheels:
 
 gpu-check:
 	bash .ci/gpu-check $(PY) $(WHEELS) $(OUT)
+
+FORCE:

@@ -5,53 +5,132 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
+
+
+def _error(message: str, code: int = 2) -> int:
+    """Print one line, "error: ...", on stderr and return the exit status to give."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _what_is_there(path: Path) -> str:
+    """A few words on what an existing path holds, for a refusal to overwrite it."""
+    if path.is_dir():
+        return "a folder"
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(256)
+    try:
+        first = head.decode("utf-8").strip().splitlines()[0] if head.strip() else ""
+    except UnicodeDecodeError:
+        return f"a binary file of {size:,} bytes"
+    return f"a text file of {size:,} bytes starting {first[:60]!r}" if first else f"an empty file of {size:,} bytes"
+
+
+def _refuse_overwrite(outputs: dict[Path, tuple[str, Callable[[Path], bool]]], force: bool) -> str | None:
+    """Why an output must not be written, or None: `outputs` maps each path a command writes to
+    (what it writes, a test that an existing file is such an output). Only a command's own
+    outputs are replaced; anything else needs --force, so a user's file is never lost."""
+    for path, (kind, is_ours) in outputs.items():
+        if path.is_dir():
+            return f"{path} is a folder; give a file name"
+        if path.exists() and not force and not is_ours(path):
+            return (f"{path} exists and is not {kind} ({_what_is_there(path)}); left untouched. "
+                    "Choose another --out, or add --force to overwrite it.")
+    return None
+
+
+def _is_manifest(path: Path) -> bool:
+    from .manifest import Manifest, ManifestError
+
+    try:
+        Manifest.load(path)
+    except ManifestError:
+        return False
+    return True
+
+
+def _starts_with(prefix: bytes) -> Callable[[Path], bool]:
+    def test(path: Path) -> bool:
+        with path.open("rb") as f:
+            return f.read(len(prefix)) == prefix
+    return test
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from .manifest import Manifest, ManifestError, scan
+    from .manifest import SKIPPED_COLUMNS, Manifest, scan, skipped_path_for
 
     folder, out = Path(args.folder), Path(args.out)
+    skipped_csv = skipped_path_for(out)
     if not folder.is_dir():
-        print(f"error: {folder}: no such folder", file=sys.stderr)
-        return 2
-    previous = None
-    if out.exists():
-        try:
-            previous = Manifest.load(out)
-        except ManifestError as err:
-            print(f"warning: ignoring the existing {out} ({err}); ids start afresh", file=sys.stderr)
-    result = scan(folder, previous, exclude=[out, out.with_name(out.name.removesuffix(".csv") + ".skipped.csv")],
-                  progress=not args.quiet)
-    manifest_path, skipped_path = result.save(out)
-    print(f"indexed {len(result.manifest)} files, skipped {len(result.skipped)} -> {manifest_path}"
+        return _error(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
+    refusal = _refuse_overwrite({
+        out: ("a manifest", _is_manifest),
+        skipped_csv: ("a skipped-files report", _starts_with(",".join(SKIPPED_COLUMNS).encode() + b"\n")),
+    }, args.force)
+    if refusal:
+        return _error(refusal)
+    previous = Manifest.load(out) if out.is_file() and _is_manifest(out) else None
+    try:
+        result = scan(folder, previous, exclude=[out, skipped_csv], progress=not args.quiet)
+        manifest_path, skipped_path = result.save(out)
+    except OSError as err:
+        return _error(f"{err.filename or out}: {err.strerror or err}")
+    m = result.manifest
+    print(f"indexed {len(m)} files, skipped {len(result.skipped)} -> {manifest_path}"
           f" (skipped report: {skipped_path})")
     if result.changes is not None:
         print(f"since the previous manifest: {result.changes}")
     for s in result.skipped[: args.show_skipped]:
         print(f"  skipped {s.path}: {s.reason}")
-    if len(result.manifest) == 0:
-        print(f"error: no readable image under {folder}", file=sys.stderr)
-        return 1
+    if m.duplicates():
+        dups = m.duplicates()
+        print(f"{len(dups)} file{' has' if len(dups) == 1 else 's have'} the same content as "
+              f"another (column duplicate_of), e.g. {dups[0].path} = {m.entry(dups[0].duplicate_of).path}")
+    if len(m) and not m.labelled:
+        print("no labels: the images are not in two or more subfolders, so measures by label "
+              "are skipped")
+    if len(m) == 0:
+        return _error(f"no readable image under {folder}", 1)
     return 0
 
 
 def _features(args: argparse.Namespace) -> int:
+    import json
+
     from .backbones import BackboneError, load_backbone
     from .features import BATCH_SIZE, FeatureError, companion_paths, extract, save_features
     from .manifest import Manifest, ManifestError
     from .settings import SettingsError, load_settings
 
+    def features_json(path: Path) -> bool:
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and {"manifest_hash", "backbone", "dim"} <= meta.keys()
+
     try:
         settings = load_settings()  # SIMSEARCH_BACKBONE / SIMSEARCH_WEIGHTS give the defaults
         out, ids_path, meta_path = companion_paths(args.out)
+        ours = features_json(meta_path)   # an .npy is ours only beside our own metadata
+        npy = _starts_with(b"\x93NUMPY")
+        refusal = _refuse_overwrite({
+            out: ("a features file", lambda p: ours and npy(p)),
+            ids_path: ("a features ids file", lambda p: ours and npy(p)),
+            meta_path: ("a features metadata file", features_json)}, args.force)
+        if refusal:
+            return _error(refusal)
         manifest = Manifest.load(args.manifest)
         backbone = load_backbone(args.backbone or settings.backbone, args.weights or settings.weights)
         fs = extract(manifest, backbone, batch_size=args.batch_size or BATCH_SIZE, normalize=args.normalize,
                      precision=args.precision, jpeg_draft=args.fast_jpeg, progress=not args.quiet)
         save_features(fs, out)
     except (SettingsError, ManifestError, BackboneError, FeatureError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
+    except OSError as err:
+        return _error(f"{err.filename or args.out}: {err.strerror or err}")
     print(f"backbone {backbone.name} ({backbone.weights_id}), dimension {fs.dim}, "
           f"{fs.images_per_second:.1f} images/s ({fs.meta['precision']}, batch {fs.meta['batch_size']}, "
           f"decode {fs.meta['decode']})")
@@ -60,29 +139,31 @@ def _features(args: argparse.Namespace) -> int:
     for id_, path, reason in fs.failures[: args.show_failed]:
         print(f"  failed {id_} {path}: {reason}")
     if len(fs) == 0:
-        print("error: no image could be turned into features", file=sys.stderr)
-        return 1
+        return _error("no image could be turned into features", 1)
     return 0
 
 
 def _data(args: argparse.Namespace) -> int:
     from .datasets import DatasetUnavailable, ensure_dataset
-    from .settings import load_settings
+    from .settings import SettingsError, load_settings
 
-    settings = load_settings()
     try:
+        settings = load_settings()
         folder = ensure_dataset(settings)
-    except DatasetUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (SettingsError, DatasetUnavailable) as err:
+        return _error(str(err), 1)
     print(f"data set {settings.dataset_name} ready in {folder}")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from .runner import run_all
+    from .settings import SettingsError
 
-    return 1 if run_all() else 0
+    try:
+        return 1 if run_all() else 0
+    except SettingsError as err:
+        return _error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("manifest", help="scan a folder of images into a manifest CSV")
     p.add_argument("folder")
     p.add_argument("--out", required=True, help="manifest CSV to write (an existing one keeps ids stable)")
+    p.add_argument("--force", action="store_true", help="overwrite --out even if it is not a manifest")
     p.add_argument("--show-skipped", type=int, default=20, metavar="N", help="list up to N skipped files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_manifest)
@@ -100,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("manifest", help="manifest CSV written by the manifest command")
     p.add_argument("--out", required=True,
                    help="features .npy to write; beside it <name>.ids.npy and <name>.json")
+    p.add_argument("--force", action="store_true", help="overwrite files at --out that are not features")
     p.add_argument("--backbone", choices=("auto", "resnet50", "efficientnet_lite0", "random_resnet50"),
                    help="default: SIMSEARCH_BACKBONE or auto")
     p.add_argument("--weights", help="a local ResNet50 weights file (default: SIMSEARCH_WEIGHTS)")

@@ -57,3 +57,15 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "make test" in readme and "make run" in readme
     ci = [l for l in (REPO / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
     assert ci == ["make test"]
+
+
+def test_one_minimum_python_everywhere():
+    """pyproject, the Makefile's check, the README and environment.yml name the same minimum."""
+    import tomllib
+
+    need = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert need == ">=3.11"
+    assert "sys.version_info < (3, 11)" in (REPO / "Makefile").read_text()
+    assert "Python 3.11 or newer" in (REPO / "README.md").read_text()
+    assert re.search(r"^\s*- python=3\.11$", (REPO / "environment.yml").read_text(), re.M)
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
