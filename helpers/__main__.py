@@ -100,11 +100,14 @@ def _search(args: argparse.Namespace) -> int:
     try:
         if args.k < 1:
             raise store.QueryError(f"-k {args.k}: ask for at least one result")
-        meta = store.read_meta(args.bundle)
+        bundle = store.load(args.bundle, mmap=args.mmap)         # verified before any model is loaded
+        if args.param:
+            store.set_search_parameters(bundle.index, _params(args.param))
         queries = store.query_manifest(args.images)
-        backbone = _bundle_backbone(meta, args.weights)
-        bundle = store.load(args.bundle, backbone=backbone, mmap=args.mmap)
-        scores, ids = bundle.search(store.query_vectors(queries, backbone, meta), args.k, _params(args.param))
+        backbone = _bundle_backbone(bundle.meta, args.weights)
+        store.check_backbone(bundle.meta, backbone.identity(), args.bundle)
+        vectors = store.query_vectors(queries, backbone, bundle.meta)
+        scores, ids = bundle.search(vectors, args.k)
     except (store.BundleError, store.QueryError, BackboneError, SettingsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -115,7 +118,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
-    score = "cosine" if meta["metric"] == "cosine" else "squared L2"
+    score = "cosine" if bundle.meta["metric"] == "cosine" else "squared L2"
     for query in results:
         print(f"{query['query']}")
         for r in query["results"]:
@@ -146,8 +149,8 @@ def _update(args: argparse.Namespace) -> int:
         print(f"error: {folder}: no such folder", file=sys.stderr)
         return 2
     try:
-        backbone = _bundle_backbone(store.read_meta(args.bundle), args.weights)
-        bundle = store.load(args.bundle, backbone=backbone)
+        bundle = store.load(args.bundle)
+        backbone = _bundle_backbone(bundle.meta, args.weights)
         result = scan(folder, bundle.manifest, progress=not args.quiet)
         report = store.update(bundle, result.manifest, backbone, progress=not args.quiet)
     except (store.BundleError, BackboneError, FeatureError, SettingsError) as err:

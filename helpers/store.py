@@ -23,7 +23,7 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import faiss
@@ -162,7 +162,7 @@ def save(bundle: Bundle, path: str | Path) -> Path:
                           f"{len(bundle.manifest)} images: give the manifest of exactly the images indexed")
     index = _to_cpu(bundle.index)
     meta = {**bundle.meta, "count": int(index.ntotal), "manifest_hash": bundle.manifest.content_hash(),
-            "faiss": faiss.__version__}
+            "faiss": faiss.__version__, "folder": str(path.resolve()), "image_root": str(bundle.manifest.root)}
 
     def fill(tmp: Path) -> None:
         atomic_write(tmp / INDEX_FILE, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
@@ -226,6 +226,7 @@ def load(path: str | Path, *, backbone: Backbone | dict | None = None, metric: s
         manifest = Manifest.load(path / MANIFEST_FILE)
     except ManifestError as err:
         raise BundleError(f"{err}; {REBUILD}") from None
+    manifest = _where_written(manifest, path, meta)
     if len(manifest) != meta["count"]:
         raise BundleError(f"{path}: the manifest lists {len(manifest)} images but the index was written with "
                           f"{meta['count']} vectors; {REBUILD}")
@@ -243,17 +244,32 @@ def load(path: str | Path, *, backbone: Backbone | dict | None = None, metric: s
     return Bundle(path, index, manifest, meta, read_only=mmap)
 
 
+def _where_written(manifest: Manifest, path: Path, meta: dict) -> Manifest:
+    """manifest.csv's paths are relative to the bundle folder: for a bundle copied elsewhere whose
+    images do not sit at those relative paths, the paths as seen from where it was written."""
+    written, here = Path(meta.get("folder", path.resolve())), path.resolve()
+    if written == here or not len(manifest) or manifest.abspath(manifest[0]).exists():
+        return manifest
+    root = Path(meta.get("image_root", manifest.root))
+    try:
+        return Manifest(root, [replace(e, path=Path(os.path.normpath(written / os.path.relpath(manifest.abspath(e), here)))
+                                       .relative_to(root).as_posix()) for e in manifest])
+    except ValueError:
+        return manifest
+
+
 def check_backbone(meta: dict, identity: dict, where: str | Path = "the bundle") -> None:
     """Refuse (BundleError) when `identity` (Backbone.identity()) is not the backbone `meta` records."""
     have = meta["backbone"]
     if identity.get("dim") != have.get("dim"):
         raise BundleError(f"{where} holds {have.get('dim')}-d vectors from {have.get('backbone')} but the backbone "
-                          f"in use, {identity.get('backbone')}, gives {identity.get('dim')}-d vectors: pass "
-                          f"--backbone {have.get('backbone')}, or rebuild the bundle with this backbone")
+                          f"in use, {identity.get('backbone')}, gives {identity.get('dim')}-d vectors: use backbone "
+                          f"{have.get('backbone')}, or rebuild the bundle with the backbone in use")
     for key, what in (("backbone", "backbone"), ("weights_id", "weights"), ("preprocessing", "preprocessing")):
         if identity.get(key) != have.get(key):
             raise BundleError(f"{where} was built with {what} {have.get(key)} but {identity.get(key)} is in use: "
-                              f"pass --backbone {have.get('backbone')} with its weights, or rebuild the bundle")
+                              f"use backbone {have.get('backbone')} with weights {have.get('weights_id')} (a ResNet50 "
+                              "weights file: --weights FILE), or rebuild the bundle with the backbone in use")
 
 
 def query_manifest(images: list[str | Path]) -> Manifest:

@@ -140,9 +140,9 @@ def test_save_replaces_a_bundle_and_leaves_no_temporary_folder(photos, tmp_path)
 def test_each_mismatch_is_refused_with_what_to_do(photos, tmp_path):
     out = tmp_path / "b"
     make_bundle(photos, "IVF4,Flat", out)
-    with pytest.raises(store.BundleError, match=r"holds 48-d vectors from tiny but .*gives 64-d.*--backbone tiny"):
+    with pytest.raises(store.BundleError, match=r"holds 48-d vectors from tiny but .*gives 64-d.*use backbone tiny"):
         store.load(out, backbone=tiny_backbone("tiny", dim=64))
-    with pytest.raises(store.BundleError, match=r"built with backbone tiny but other is in use: pass --backbone tiny"):
+    with pytest.raises(store.BundleError, match=r"built with backbone tiny but other is in use: use backbone tiny with weights tiny-weights"):
         store.load(out, backbone={**tiny_backbone().identity(), "backbone": "other"})
     with pytest.raises(store.BundleError, match=r"built with weights tiny-weights but w2 is in use"):
         store.load(out, backbone={**tiny_backbone().identity(), "weights_id": "w2"})
