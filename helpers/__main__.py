@@ -143,6 +143,104 @@ def _features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    from . import store
+    from .features import FeatureError, load_features
+    from .manifest import Manifest, ManifestError
+
+    try:
+        manifest = Manifest.load(args.manifest)
+        features = load_features(args.features)
+        bundle = store.build(manifest, features, args.factory, args.metric, _params(args.param),
+                             progress=not args.quiet)
+        store.save(bundle, args.out)
+    except (ManifestError, FeatureError, store.BundleError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    m = bundle.meta
+    print(f"indexed {m['count']} vectors ({m['dim']}-d, {m['backbone']['backbone']}) with {m['factory']!r}, "
+          f"metric {m['metric']}, search parameters {m['search_parameters'] or 'none'} -> {args.out}")
+    return 0
+
+
+def _params(values: list[str] | None) -> str | None:
+    """--param nprobe=16 --param efSearch=64 -> "nprobe=16,efSearch=64" (ParameterSpace's form)."""
+    return ",".join(values) if values else None
+
+
+def _search(args: argparse.Namespace) -> int:
+    import json
+
+    from . import store
+    from .backbones import BackboneError
+    from .settings import SettingsError
+
+    try:
+        if args.k < 1:
+            raise store.QueryError(f"-k {args.k}: ask for at least one result")
+        bundle = store.load(args.bundle, mmap=args.mmap)         # verified before any model is loaded
+        if args.param:
+            store.set_search_parameters(bundle.index, _params(args.param))
+        queries = store.query_manifest(args.images)
+        backbone = _bundle_backbone(bundle.meta, args.weights)
+        store.check_backbone(bundle.meta, backbone.identity(), args.bundle)
+        vectors = store.query_vectors(queries, backbone, bundle.meta)
+        scores, ids = bundle.search(vectors, args.k)
+    except (store.BundleError, store.QueryError, BackboneError, SettingsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results = [{"query": str(queries.abspath(q)),
+                "results": [{"rank": r + 1, "score": float(s), "id": int(i), "path": str(bundle.manifest.abspath(i))}
+                            for r, (s, i) in enumerate(zip(scores[n], ids[n])) if i >= 0]}
+               for n, q in enumerate(queries)]
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    score = "cosine" if bundle.meta["metric"] == "cosine" else "squared L2"
+    for query in results:
+        print(f"{query['query']}")
+        for r in query["results"]:
+            print(f"  {r['rank']:>3}  {r['score']:.4f}  {r['path']}")
+    print(f"(score: {score}; {bundle.index.ntotal} images in {args.bundle})")
+    return 0
+
+
+def _bundle_backbone(meta: dict, weights: str | None):
+    """The backbone a bundle records, with the weights file given (or SIMSEARCH_WEIGHTS) for ResNet50."""
+    from .backbones import load_backbone
+    from .settings import load_settings
+
+    name = meta["backbone"]["backbone"]
+    weights = (weights or load_settings().weights) if name == "resnet50" else None
+    return load_backbone(name, weights, verbose=False)
+
+
+def _update(args: argparse.Namespace) -> int:
+    from . import store
+    from .backbones import BackboneError
+    from .features import FeatureError
+    from .manifest import scan
+    from .settings import SettingsError
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"error: {folder}: no such folder", file=sys.stderr)
+        return 2
+    try:
+        bundle = store.load(args.bundle)
+        backbone = _bundle_backbone(bundle.meta, args.weights)
+        result = scan(folder, bundle.manifest, progress=not args.quiet)
+        report = store.update(bundle, result.manifest, backbone, progress=not args.quiet)
+    except (store.BundleError, BackboneError, FeatureError, SettingsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"updated {args.bundle}: {report}; it now holds {bundle.index.ntotal} images "
+          f"({len(result.skipped)} files skipped by the scan)")
+    for id_, path, reason in report.failed[: args.show_failed]:
+        print(f"  failed {id_} {path}: {reason}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from .datasets import DatasetUnavailable, ensure_dataset
     from .settings import SettingsError, load_settings
@@ -196,6 +294,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show-failed", type=int, default=20, metavar="N", help="list up to N failed images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_features)
+
+    p = sub.add_parser("index", help="build an index bundle (index + manifest + metadata) from features")
+    p.add_argument("manifest", help="manifest CSV written by the manifest command")
+    p.add_argument("features", help="features .npy written by the features command from that manifest")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically if it exists)")
+    p.add_argument("--factory", help="faiss.index_factory string, e.g. 'IVF1024,Flat' or 'HNSW32' (default: "
+                                     "Flat under 20,000 vectors, else IVF with nlist = 4*sqrt(N))")
+    p.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
+                   help="cosine: L2-normalised vectors, inner product (default); l2: squared Euclidean")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="search parameter saved with the bundle, e.g. nprobe=16 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_index)
+
+    p = sub.add_parser("search", help="find the images of a bundle nearest to query images")
+    p.add_argument("bundle", help="bundle folder written by the index command")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
+    p.add_argument("-k", type=int, default=5, help="results per query (default 5)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="search parameter for this search, e.g. nprobe=16 or efSearch=64 (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--mmap", action="store_true", help="memory-map the index instead of reading it into memory")
+    p.add_argument("--weights", help="the ResNet50 weights file the bundle was built with (default: SIMSEARCH_WEIGHTS)")
+    p.set_defaults(func=_search)
+
+    p = sub.add_parser("update", help="rescan a folder and bring a bundle up to date (ids stay stable)")
+    p.add_argument("bundle", help="bundle folder written by the index command")
+    p.add_argument("folder", help="the folder of images the bundle indexes")
+    p.add_argument("--weights", help="the ResNet50 weights file the bundle was built with (default: SIMSEARCH_WEIGHTS)")
+    p.add_argument("--show-failed", type=int, default=20, metavar="N", help="list up to N failed images")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_update)
 
     p = sub.add_parser("data", help="build the sample data set the settings name (SIMSEARCH_DATASET)")
     p.set_defaults(func=_data)
