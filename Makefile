@@ -5,12 +5,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SCALE  ?= full
+# Offline classroom: `make wheelhouse` downloads every pinned wheel into WHEELHOUSE;
+# `make install WHEELS=build/wheelhouse` installs from that folder only, without internet.
+WHEELHOUSE ?= build/wheelhouse
+WHEELS ?=
+PIP_SOURCE := $(if $(WHEELS),--no-index --find-links $(WHEELS))
 
-.PHONY: install data run test lab clean
+.PHONY: install data run test browser-test practice wheelhouse lab clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check $(PIP_SOURCE) -r requirements.txt -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +28,19 @@ run: $(STAMP)
 
 test: $(STAMP)
 	SIMSEARCH_SCALE=quick $(PY) -m pytest --nbval-lax --nbval-cell-timeout=1200 tests notebooks
+
+# JupyterLab in headless Chromium (Debian's `chromium` package): runs notebook 10 through the page.
+browser-test: $(STAMP)
+	$(PY) -m pytest -m browser tests/browser
+
+# Learner copies in build/practice/: exercise solutions removed, exercise cells blanked.
+practice: $(STAMP)
+	$(PY) -m helpers.practice notebooks build/practice
+
+# setuptools comes too: `pip install -e .` needs it to build the helpers package offline.
+wheelhouse:
+	$(PYTHON) -m pip download --disable-pip-version-check -d $(WHEELHOUSE) -r requirements.txt "setuptools>=61"
+	@du -sh $(WHEELHOUSE)
 
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/
