@@ -37,9 +37,10 @@ browser-test: $(STAMP)
 practice: $(STAMP)
 	$(PY) -m helpers.practice notebooks build/practice
 
-# setuptools comes too: `pip install -e .` needs it to build the helpers package offline.
+# `pip wheel`, not `pip download`: packages published only as source (hnswlib) are compiled here
+# once, so the classroom needs no compiler; setuptools comes too, for `pip install -e .` offline.
 wheelhouse:
-	$(PYTHON) -m pip download --disable-pip-version-check -d $(WHEELHOUSE) -r requirements.txt "setuptools>=61"
+	$(PYTHON) -m pip wheel --disable-pip-version-check --wheel-dir $(WHEELHOUSE) -r requirements.txt "setuptools>=61"
 	@du -sh $(WHEELHOUSE)
 
 lab: $(STAMP)
