@@ -175,8 +175,8 @@ class SearchExplorer:
 
         self.gallery_ids = self._pick_gallery(np.asarray(query_ids), gallery_size)
         rows = {int(q): i for i, q in enumerate(query_ids)}
-        self._gallery_vectors = np.ascontiguousarray(queries[[rows[q] for q in self.gallery_ids]], dtype=np.float32)
-        faiss.normalize_L2(self._gallery_vectors)
+        self.gallery_vectors = np.ascontiguousarray(queries[[rows[q] for q in self.gallery_ids]], dtype=np.float32)
+        faiss.normalize_L2(self.gallery_vectors)
 
         self.gallery_buttons = [widgets.Button(description=manifest.entry(q).label, tooltip=f"query id {q}",
                                                layout=widgets.Layout(width=f"{THUMB + 8}px"))
@@ -228,7 +228,7 @@ class SearchExplorer:
         for j, button in enumerate(self.gallery_buttons):
             button.button_style = "info" if j == i else ""
         self.message.value = ""
-        self._set_query(self._gallery_vectors[i:i + 1], self._thumb(q, QUERY_THUMB),
+        self._set_query(self.gallery_vectors[i:i + 1], self._thumb(q, QUERY_THUMB),
                         f"query: id {q}, {html.escape(self.manifest.entry(q).label)}")
 
     def use_upload(self, content: bytes, name: str) -> bool:
