@@ -29,10 +29,11 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"   # Debian's package; nothing is downloaded
 SHOTS = REPO_ROOT / "build" / "browser"
 EXPLORER = "10_search_explorer.ipynb"
-RUN_ALL_S = 150         # notebook 10 in quick scale, through the page
-LAB_SETTINGS = {        # every cell in the page (no virtual scrolling), and no autosave
+HANG_S = 900            # a guard against a hung kernel, not a speed goal
+LAB_SETTINGS = {        # every cell in the page (no virtual scrolling), no autosave, no news pop-up
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
 }
 
 
@@ -124,19 +125,20 @@ def prompts(page) -> list[str]:
 def test_explorer_notebook_runs_in_the_page_and_reacts(browser, lab):
     notebooks = lab[2]
     page = open_notebook(browser, lab, EXPLORER)
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=60_000)
+    page.locator("#jp-main-statusbar", has_text="| Idle").wait_for(timeout=120_000)   # the kernel is up
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
     n_code = code_cells(notebooks / EXPLORER)
-    deadline = time.monotonic() + RUN_ALL_S
+    start = time.monotonic()
     while True:
         seen = [p.strip() for p in prompts(page)]
         done = [p for p in seen if p.strip("[]:").isdigit()]
         if len(done) == n_code or (done and not any("*" in p for p in seen)):
             break
-        assert time.monotonic() < deadline, f"notebook 10 still running after {RUN_ALL_S} s: prompts {seen}"
+        assert time.monotonic() < start + HANG_S, f"notebook 10 still running after {HANG_S} s: prompts {seen}"
         time.sleep(1)
+    print(f"notebook 10 ran through the page in {time.monotonic() - start:.0f} s")
     page.screenshot(path=str(SHOTS / "10_after_run_all.png"))
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                           has_text="Traceback")
@@ -177,12 +179,13 @@ def test_every_other_notebook_renders(browser, lab):
     assert names, "no notebooks found"
     for name in names:
         page = open_notebook(browser, lab, name)
+        # the title renders as a heading: markdown rendered; then every cell is in the page
+        page.locator(".jp-NotebookPanel:visible .jp-MarkdownCell h1").first.wait_for(timeout=60_000)
         cells = page.locator(".jp-NotebookPanel:visible .jp-Cell")
         want = all_cells(notebooks / name)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while cells.count() < want and time.monotonic() < deadline:
             time.sleep(0.5)
         assert cells.count() == want, f"{name}: {cells.count()} of {want} cells rendered"
-        assert page.locator(".jp-NotebookPanel:visible .jp-MarkdownCell h1").count() >= 1, f"{name}: no title rendered"
         page.screenshot(path=str(SHOTS / f"{Path(name).stem}.png"))
         page.close()
