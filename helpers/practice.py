@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for c in copies:
-        print(f"{c.path}: {c.solutions_removed} solution blocks removed, {c.cells_blanked} exercise cells blanked")
+        print(f"{c.path}: solution blocks removed: {c.solutions_removed}, exercise cells blanked: {c.cells_blanked}")
     print(f"{len(copies)} learner copies in {copies[0].path.parent}")
     return 0
 
