@@ -175,8 +175,11 @@ def load_shards(folder: str | Path) -> FeatureSet:
 
 def write_shards(ids, vectors, folder: str | Path, rows_per_shard: int) -> list[Path]:
     """Write (id, vector) as Parquet shards of `rows_per_shard` rows in the layout `extract_ray`
-    writes (each through `atomic_write`): how a collection that is already vectors is split."""
+    writes, each through `atomic_write`, replacing the folder's old shards: how a collection that
+    is already vectors is split."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    for old in Path(folder).glob("shard_*.parquet"):
+        old.unlink()
     paths = []
     for n, s in enumerate(range(0, len(vectors), rows_per_shard)):
         part = vectors[s:s + rows_per_shard]
