@@ -9,8 +9,8 @@ A failed image is a row with a null vector and its reason in `error`, as `extrac
 
 `ray.init()` starts a local instance (num_cpus=the machine's cores); `address=` (or the
 RAY_ADDRESS environment variable, which Ray reads itself) joins a cluster instead, and then the
-`helpers` package travels to the workers with the job. On a cluster the output folder must be
-storage every node writes to (a shared file system, or an s3:// path with pyarrow's filesystems).
+`helpers` package travels to the workers with the job. On a cluster the images and the output
+folder must be on a file system every node reads and writes (the same path on each).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, attempts:
     """Start (or join) Ray once per process: local by default, a cluster with `address` or
     RAY_ADDRESS. Returns Ray's context.
 
-    A local start is retried: Ray's raylet gives its agent process 15 s to report its ports
-    and aborts when a busy machine makes it slower (Ray 2.60); a second try usually finds the
-    agent's files in the page cache.
+    A local start is tried `attempts` times: Ray 2.60's raylet gives its agent process 15 s to
+    report its ports and aborts when the agent starts slower than that, which happens on an
+    overloaded machine (it did on the course's shared 2-core build machine); RayStartError then.
     """
     import ray
 
@@ -115,6 +115,8 @@ def extract_ray(manifest: Manifest, backbone: Backbone, out_dir: str | Path, *, 
     kw = {"batch_size": batch_size, "normalize": normalize, "precision": precision, "jpeg_draft": jpeg_draft}
     threads = threads or max(1, (os.cpu_count() or 1) // concurrency)
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // ray_batch)))
+    # num_cpus is what Ray reserves when scheduling; the actor's torch threads are set apart, so
+    # one actor can use every core while Ray's Parquet-writing tasks still find a free CPU
     ds = ds.map_batches(Embedder, batch_size=ray_batch, concurrency=concurrency, num_cpus=1,
                         batch_format="numpy",
                         fn_constructor_kwargs={"root": str(manifest.root), "backbone": backbone,
