@@ -63,6 +63,28 @@ def test_ray_pipeline_matches_extract_and_records_failures(ray_local, manifest_w
     assert not list(tmp_path.glob(".shards*")), "no temporary folder left behind"
 
 
+def test_the_actor_turns_a_batch_into_rows_with_failures(manifest_with_failures, tmp_path):
+    """Embedder's work without Ray: a numpy batch of manifest rows in, (row, id, path, vector, error) out."""
+    import pyarrow.parquet as pq
+
+    from helpers.scale_ray import Embedder, load_shards
+
+    lite0 = load_backbone("efficientnet_lite0", verbose=False)
+    local = extract(manifest_with_failures, lite0, batch_size=4, progress=False)
+    entries = list(manifest_with_failures)
+    batch = {"row": np.arange(len(entries)), "id": np.array([e.id for e in entries]),
+             "path": np.array([e.path for e in entries], dtype=object),
+             "sha256": np.array([e.sha256 for e in entries], dtype=object)}
+    table = Embedder(str(manifest_with_failures.root), lite0, 1, {"batch_size": 4})(batch)
+    assert table.column_names == ["row", "id", "path", "vector", "error"] and table.num_rows == 7
+    assert table.column("vector").null_count == 2 == len([e for e in table.column("error").to_pylist() if e])
+    pq.write_table(table.slice(4), tmp_path / "b.parquet")   # two shards, out of manifest order
+    pq.write_table(table.slice(0, 4), tmp_path / "a.parquet")
+    fs = load_shards(tmp_path)
+    assert np.array_equal(fs.ids, local.ids) and sorted(fs.failures) == sorted(local.failures)
+    np.testing.assert_allclose(fs.vectors, local.vectors, rtol=1e-4, atol=1e-5)
+
+
 def test_cli_features_with_the_ray_engine(ray_local, manifest_with_failures, tmp_path, capsys):
     csv_path = manifest_with_failures.save(tmp_path / "manifest.csv")
     out = tmp_path / "ray_features"
