@@ -40,7 +40,7 @@ class RayStartError(RuntimeError):
     """Ray did not start (or could not be joined); the message says what was tried."""
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None, attempts: int = 3):
+def start_ray(address: str | None = None, num_cpus: int | None = None, attempts: int = 2):
     """Start (or join) Ray once per process: local by default, a cluster with `address` or
     RAY_ADDRESS. Returns Ray's context.
 
