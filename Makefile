@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SCALE  ?= full
 
-.PHONY: install data run test lab clean
+.PHONY: install data run test lab clean gpu-check gpu-wheels
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,15 @@ lab: $(STAMP)
 
 clean:
 	rm -rf build data/work
+
+# GPU machine without internet, its Python already with CUDA torch (README, "GPU"):
+#   make gpu-wheels WHEELS=dir   (where the package index is reachable) then, on the GPU machine,
+#   make gpu-check PY=python3 WHEELS=dir OUT=dir   (or, without make: bash .ci/gpu-check PY WHEELS OUT)
+WHEELS ?= .whl
+OUT    ?= build/gpu-check
+
+gpu-wheels:
+	bash .ci/gpu-wheels $(WHEELS) $(PY)
+
+gpu-check:
+	bash .ci/gpu-check $(PY) $(WHEELS) $(OUT)

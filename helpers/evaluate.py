@@ -25,17 +25,35 @@ from typing import Callable, Iterable, Mapping
 import faiss
 import numpy as np
 
+from .indexes import SearchResult, as_float32_matrix, as_ids, metric_of, normalize, search
 from .presentation import Table
-from .indexes import (Built, SearchResult, as_float32_matrix, as_ids, blas_threshold, flat, metric_of, normalize,
-                      search, set_params)
 
 
-def ground_truth(xb, ids, queries, k: int, metric: str = "l2") -> SearchResult:
-    """The exact top-k of each query among `xb` (stored under `ids`), by a Flat index."""
+def ground_truth(xb, ids, queries, k: int, metric: str = "cosine") -> SearchResult:
+    """The exact top-k of each query among `xb` (stored under `ids`), by a Flat index:
+    inner product on L2-normalised vectors for "cosine" (the course's metric), squared L2 for "l2".
+    Taught in notebook 03; `CourseDatabase.ground_truth` keeps it for notebooks 04-11."""
     xb = as_float32_matrix(xb, name="database vectors")
-    index = flat(xb.shape[1], metric)
-    index.add_with_ids(normalize(xb) if metric == "cosine" else xb, as_ids(ids, len(xb)))
+    if metric not in ("cosine", "l2"):
+        raise ValueError(f"metric {metric!r}: use 'cosine' or 'l2'")
+    cosine = metric == "cosine"
+    index = faiss.IndexIDMap(faiss.IndexFlatIP(xb.shape[1]) if cosine else faiss.IndexFlatL2(xb.shape[1]))
+    index.add_with_ids(normalize(xb) if cosine else xb, as_ids(ids, len(xb)))
     return search(index, queries, k)
+
+
+class Timer:
+    """`with Timer() as t: index.train(x)`, then `t.seconds`: the block's wall-clock seconds
+    (notebooks 04-06 time training and adding this way)."""
+
+    seconds: float = float("nan")
+
+    def __enter__(self) -> "Timer":
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._start
 
 
 def _ids(result) -> np.ndarray:
@@ -46,7 +64,8 @@ def _ids(result) -> np.ndarray:
 
 
 def recall_at_k(found, truth, k: int) -> float:
-    """recall@k: the share of the true top-k found in the returned top-k, averaged over queries.
+    """recall@k: the share of the true top-k found in the returned top-k, averaged over queries
+    (computed by hand in notebook 03, then used by every index notebook).
 
     `found` and `truth` are SearchResults or (nq, >=k) id arrays; -1 (no result) never matches.
     """
@@ -59,14 +78,14 @@ def recall_at_k(found, truth, k: int) -> float:
 
 
 def one_recall_at_1(found, truth) -> float:
-    """1-recall@1: the share of queries whose true nearest neighbour is ranked first."""
+    """1-recall@1: the share of queries whose true nearest neighbour is ranked first (notebooks 04-06)."""
     found, truth = _ids(found), _ids(truth)
     return float(np.mean(found[:, 0] == truth[:, 0]))
 
 
 def precision_at_k(found, query_labels: Iterable[str], labels: Mapping[int, str], k: int,
                    query_ids: Iterable[int] | None = None) -> float:
-    """precision@k by label: the share of the top-k neighbours whose label is the query's.
+    """precision@k by label: the share of the top-k neighbours whose label is the query's (notebooks 02, 03).
 
     labels maps database id -> label (ids missing from it, such as distractors, never match).
     With `query_ids` (queries that are in the database), each query's own id is dropped from its
@@ -87,7 +106,7 @@ def precision_at_k(found, query_labels: Iterable[str], labels: Mapping[int, str]
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
-    """The median wall-clock seconds of `repeats` calls of `fn`."""
+    """The median wall-clock seconds of `repeats` calls of `fn` (used by `qps`, notebooks 03-11)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -98,7 +117,8 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
 
 def qps(index: faiss.Index, queries, k: int, repeats: int = 3, one_at_a_time: bool = False) -> float:
     """Queries per second: the median over `repeats` of searching all queries as one batch,
-    or one query per call with `one_at_a_time` (pass fewer queries: each is a separate call)."""
+    or one query per call with `one_at_a_time` (pass fewer queries: each is a separate call).
+    Notebook 03 teaches why a batch is faster."""
     queries = as_float32_matrix(queries, index.d, "queries")
     if metric_of(index) == "cosine":
         queries = normalize(queries)
@@ -111,36 +131,42 @@ def qps(index: faiss.Index, queries, k: int, repeats: int = 3, one_at_a_time: bo
 
 
 def memory_bytes(index: faiss.Index) -> int:
-    """The serialized size of the index in bytes: its vectors or codes, ids, and trained parts."""
+    """The serialized size of the index in bytes: its vectors or codes, ids, and trained parts
+    (notebooks 03-06 compare it with the formula for each index type)."""
     return int(faiss.serialize_index(index).nbytes)
 
 
-def measure(name: str, index: faiss.Index | Built, queries, truth, k: int = 10, *, repeats: int = 3,
-            single_queries: int = 50, **params) -> dict:
+def measure(name: str, index: faiss.Index, queries, truth, k: int = 10, *, params: str = "",
+            repeats: int = 3, single_queries: int = 50, train_s: float | None = None,
+            add_s: float | None = None) -> dict:
     """One table row for an index: recall@k, 1-recall@1, QPS (batch and one at a time), memory,
-    and train/add seconds when given a `Built`. `params` (nprobe=..., efSearch=...) are set first."""
-    built = index if isinstance(index, Built) else None
-    index = built.index if built else index
+    and the train/add seconds given. `params` ("nprobe=16", "efSearch=32,k_factor_rf=4") are set
+    first with `faiss.ParameterSpace().set_index_parameters`. One row of the comparison table
+    that notebooks 03-06 build."""
     queries = as_float32_matrix(queries, index.d, "queries")
-    set_params(index, **params)
+    if params:
+        faiss.ParameterSpace().set_index_parameters(index, params)
     result = search(index, queries, k)
-    row = {"index": name, "setting": ", ".join(f"{p}={v}" for p, v in params.items()),
+    row = {"index": name, "setting": params,
            f"recall@{k}": recall_at_k(result, truth, k),
            "1-recall@1": one_recall_at_1(result, truth), "QPS": qps(index, queries, k, repeats)}
     if single_queries:
         row["QPS 1-by-1"] = qps(index, queries[:single_queries], k, repeats, one_at_a_time=True)
     row["memory MB"] = memory_bytes(index) / 1e6
-    if built:
-        row.update({"train s": built.train_s, "add s": built.add_s})
+    if train_s is not None:
+        row["train s"] = train_s
+    if add_s is not None:
+        row["add s"] = add_s
     return row
 
 
 def sweep(name: str, index: faiss.Index, queries, truth, param: str, values: Iterable, k: int = 10, *,
           repeats: int = 3) -> Table:
-    """recall@k and batch QPS for each value of one search parameter (nprobe, efSearch, k_factor)."""
+    """recall@k and batch QPS for each value of one search parameter (nprobe, efSearch,
+    k_factor_rf), each set with `faiss.ParameterSpace().set_index_parameters` (notebooks 04-06, 08)."""
     rows = []
     for value in values:
-        set_params(index, **{param: value})
+        faiss.ParameterSpace().set_index_parameters(index, f"{param}={value}")
         result = search(index, queries, k)
         rows.append({"index": name, param: value, f"recall@{k}": recall_at_k(result, truth, k),
                      "1-recall@1": one_recall_at_1(result, truth), "QPS": qps(index, queries, k, repeats)})

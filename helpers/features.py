@@ -14,12 +14,18 @@ on others), but on the photo-variants set it moves EfficientNet-Lite0's features
 benchmarks/bench_jpeg_draft.py (Lite0, photos with a 1200-px short side): 1.4-1.5x faster, but
 cosine to full decoding min 0.989 (mean 0.9994) and 4% of nearest neighbours change, so it is
 an opt-in, like bfloat16. On photos no larger than the backbone needs it changes nothing.
+On a GPU (`device="auto"` picks CUDA when torch sees it; notebook 07): model and batches on the
+device in channels_last, batches of 64 decoded by DataLoader workers on every CPU core (decoding
+is then the bottleneck) into pinned memory and copied without blocking; `fp16` autocast is an
+opt-in there as bf16 is, measured against fp32 by benchmarks/bench_gpu.py. The device and the
+precision are part of the cache key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +41,12 @@ from .images import ImageLoadError, open_rgb
 from .indexes import normalize as normalize_rows
 from .manifest import Manifest
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 #: Batch size: 8 was as fast as 16 or faster, 32 slower (2-core CPU, ResNet50 and Lite0).
 BATCH_SIZE = 8
+#: Batch size on a GPU: large enough to keep it busy, small enough that the workers' first
+#: batches arrive soon (each worker decodes whole batches).
+GPU_BATCH_SIZE = 64
 #: Decode JPEGs at reduced scale when the backbone's resize shrinks them anyway (opt-in, see above).
 JPEG_DRAFT = False
 DRAFT_GAP = 2
@@ -46,7 +55,7 @@ CACHE_NAME = "features.npy"
 CACHE_KEYS = (("manifest_hash", "images changed"), ("backbone", "backbone changed"),
               ("weights_id", "weights changed"), ("preprocessing", "preprocessing changed"),
               ("normalize", "normalisation changed"), ("precision", "precision changed"),
-              ("decode", "decoding changed"))
+              ("decode", "decoding changed"), ("device", "device changed"))
 
 
 class FeatureError(RuntimeError):
@@ -78,9 +87,11 @@ class FeatureSet:
                 f"{self.meta.get('created', '')} at {self.images_per_second:.1f} images/s")
 
 
-def _check_precision(precision: str) -> str:
+def _check_precision(precision: str, device: str = "cpu") -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ValueError("precision 'fp16' is for GPUs; on the CPU use 'bf16' (or 'fp32')")
     return precision
 
 
@@ -130,43 +141,78 @@ def _collate(items):
     return [i for i, _ in ok], batch, failed
 
 
-def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int = BATCH_SIZE,
-            normalize: bool = False, progress: bool = True, num_workers: int = 0,
-            precision: str = "fp32", jpeg_draft: bool = JPEG_DRAFT) -> FeatureSet:
+def _workers_that_fit(workers: int, batch_size: int, backbone: Backbone) -> int:
+    """At most `workers`, fewer when their batches in flight (2 each) would fill more than half of
+    the shared memory they are passed through (/dev/shm, often 64 MB in containers)."""
+    batch_bytes = batch_size * 3 * max(backbone.preprocessing["crop"]) ** 2 * 4
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return workers   # not Linux: workers share memory another way
+    return max(0, min(workers, int(free // 2 // (2 * batch_bytes))))
+
+
+def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = None,
+            normalize: bool = False, progress: bool = True, num_workers: int | None = None,
+            precision: str = "fp32", jpeg_draft: bool = JPEG_DRAFT, device: str = "auto") -> FeatureSet:
     """Features of every image in `manifest`, in manifest order, failures left out and recorded.
 
-    precision: 'fp32', or 'bf16' (autocast: faster on CPUs with native bfloat16, slower on
-    others; the features move slightly, see the module docstring).
+    device: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu' or 'cuda'.
+    batch_size, num_workers: None picks the device's default: on the CPU batches of 8 decoded
+    in the main process; on a GPU batches of 64 decoded by one DataLoader worker per CPU core.
+    precision: 'fp32'; 'bf16' (autocast: faster on CPUs with native bfloat16, slower on
+    others; the features move slightly, see the module docstring); 'fp16' (GPU only).
     jpeg_draft: decode JPEGs at reduced scale when the backbone's resize would shrink them
     anyway (see the module docstring); False decodes every image at full size.
     """
-    _check_precision(precision)
+    from .gpu import cpu_cores, pick_device
+
+    device = pick_device(device)
+    on_gpu = device.startswith("cuda")
+    _check_precision(precision, device)
+    batch_size = batch_size or (GPU_BATCH_SIZE if on_gpu else BATCH_SIZE)
+    if num_workers is None:
+        num_workers = _workers_that_fit(cpu_cores(), batch_size, backbone) if on_gpu else 0
     start = time.perf_counter()
-    model = backbone.model.eval().to(memory_format=torch.channels_last)
+    model = backbone.model.eval()
+    home = next(model.parameters()).device
+    model.to(device, memory_format=torch.channels_last)
     dataset = ImageDataset(manifest, backbone.transform, min_side(backbone) if jpeg_draft else None)
-    loader = DataLoader(dataset, batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=on_gpu)
     chunks, ids, failures = [], [], []
     paths = {e.id: e.path for e in manifest}
-    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
-    bar = tqdm(total=len(manifest), unit="img", desc=f"features ({backbone.name})", disable=not progress)
-    with torch.inference_mode(), bf16, bar:
-        for batch_ids, batch, failed in loader:
-            if batch is not None:
-                out = model(batch.contiguous(memory_format=torch.channels_last))
-                chunks.append(out.float().numpy())
-                ids.extend(batch_ids)
-            failures.extend((i, paths[i], reason) for i, reason in failed)
-            bar.update(len(batch_ids) + len(failed))
-    vectors = np.concatenate(chunks) if chunks else np.zeros((0, backbone.dim), np.float32)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(torch.device(device).type, dtype=half, enabled=half is not None)
+    bar = tqdm(total=len(manifest), unit="img", desc=f"features ({backbone.name}, {device})",
+               disable=not progress)
+    try:
+        with torch.inference_mode(), autocast, bar:
+            for batch_ids, batch, failed in loader:
+                if batch is not None:
+                    batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
+                    chunks.append(model(batch).float())   # stays on the device: no wait per batch
+                    ids.extend(batch_ids)
+                failures.extend((i, paths[i], reason) for i, reason in failed)
+                bar.update(len(batch_ids) + len(failed))
+            vectors = (torch.cat(chunks).cpu().numpy() if chunks
+                       else np.zeros((0, backbone.dim), np.float32))
+    finally:
+        model.to(home)   # the backbone stays where the caller had it
     vectors = normalize_rows(vectors) if normalize else np.ascontiguousarray(vectors, dtype=np.float32)
     rate = len(manifest) / (time.perf_counter() - start)
     meta = {**backbone.identity(), "manifest_hash": manifest.content_hash(), "normalize": normalize,
             "precision": precision, "decode": decode_mode(backbone, jpeg_draft),
-            "batch_size": batch_size, "count": len(ids),
+            "device": torch.device(device).type, "device_name": device_name(device),
+            "batch_size": batch_size, "num_workers": num_workers, "count": len(ids),
             "images_per_second": round(rate, 2), "torch": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return FeatureSet(vectors, np.asarray(ids, dtype=np.int64), failures, meta, rate)
+
+
+def device_name(device: str) -> str:
+    """The processor a device string stands for, as features.json records it."""
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
 
 
 def companion_paths(out_npy: str | Path) -> tuple[Path, Path, Path]:
@@ -213,14 +259,18 @@ def load_or_extract(manifest: Manifest, backbone: Backbone, cache_dir: str | Pat
     """Cached features when they match exactly, else a fresh extraction (saved to the cache).
 
     Returns the features and a status: "cache hit", or "cache miss: <why>". `kw` goes to
-    `extract`; a cache must match its normalize and precision as well as the manifest content,
-    backbone, weights and preprocessing.
+    `extract`; a cache must match its normalize, precision and device type (cpu or cuda) as well
+    as the manifest content, backbone, weights and preprocessing.
     """
+    from .gpu import pick_device
+
     path = Path(cache_dir) / CACHE_NAME
+    device = pick_device(kw.get("device", "auto"))
     want = {**backbone.identity(), "manifest_hash": manifest.content_hash(),
             "normalize": kw.get("normalize", False),
-            "precision": _check_precision(kw.get("precision", "fp32")),
-            "decode": decode_mode(backbone, kw.get("jpeg_draft", JPEG_DRAFT))}
+            "precision": _check_precision(kw.get("precision", "fp32"), device),
+            "decode": decode_mode(backbone, kw.get("jpeg_draft", JPEG_DRAFT)),
+            "device": torch.device(device).type}
     if not path.is_file():
         status = "cache miss: no cache"
     else:

@@ -34,7 +34,8 @@ def _fmt(value) -> str:
 
 
 class Table:
-    """Rows of measurements (dicts) shown as a table: in a notebook as HTML, elsewhere `to_text()`."""
+    """Rows of measurements (dicts) shown as a table: in a notebook as HTML, elsewhere `to_text()`
+    (every notebook)."""
 
     def __init__(self, rows: Iterable[dict] = (), title: str = ""):
         self.rows = list(rows)
@@ -119,7 +120,8 @@ class Comparison:
 
 def plot_recall_qps(table: Iterable[dict], *, recall: str = "recall@10", qps: str = "QPS", by: str = "index",
                     label: str | None = None, target: float | None = None, ax=None, title: str | None = None):
-    """Queries per second (log scale) against recall, one line per value of the `by` column.
+    """Queries per second (log scale) against recall, one line per value of the `by` column
+    (notebooks 04-06, 08).
 
     label: a column (e.g. "nprobe", "efSearch") written beside each point; target: a recall to
     mark with a vertical line. Up and to the right is better. Returns the matplotlib Axes.
@@ -167,7 +169,7 @@ def _thumb(item: str | Path | Image.Image, size: int = 160) -> Image.Image | Non
 
 def image_grid(items: Sequence[str | Path | Image.Image], titles: Sequence[str] | None = None,
                ncols: int = 6, cell: float = 1.8, suptitle: str | None = None) -> plt.Figure:
-    """Show images (paths or PIL images) in a grid; unreadable ones appear as a labelled gap."""
+    """Show images (paths or PIL images) in a grid; unreadable ones appear as a labelled gap (notebooks 01, 02)."""
     n = max(1, len(items))
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
@@ -190,7 +192,7 @@ def image_grid(items: Sequence[str | Path | Image.Image], titles: Sequence[str] 
 
 
 def samples_per_label(manifest: Manifest, per_label: int = 4, max_labels: int = 20) -> plt.Figure:
-    """One row per label with its first few images."""
+    """One row per label with its first few images (notebook 01)."""
     labels = list(manifest.label_counts())[:max_labels]
     items, titles = [], []
     for label in labels:
@@ -204,7 +206,7 @@ def samples_per_label(manifest: Manifest, per_label: int = 4, max_labels: int = 
 
 def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores,
                 score_name: str = "distance") -> plt.Figure:
-    """One row per query: the query image, then its neighbours with id and score.
+    """One row per query: the query image, then its neighbours with id and score (notebooks 02, 03).
 
     Ids that are not in the manifest (synthetic distractors) show as grey tiles."""
     k = len(result_ids[0])
@@ -228,6 +230,11 @@ def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores
 # ---------------------------------------------------------------- the run report
 
 def record(name: str, value: float | int | str, unit: str = "") -> None:
+    """Note a figure a notebook measured, for `make run`'s summary (every notebook's check cell).
+
+    Displays nothing; when SIMSEARCH_REPORT names a file (the runner sets it, with
+    SIMSEARCH_NOTEBOOK), appends one JSON line there with the notebook's name.
+    """
     target = os.environ.get("SIMSEARCH_REPORT")
     if not target:
         return
@@ -240,6 +247,7 @@ def record(name: str, value: float | int | str, unit: str = "") -> None:
 
 
 def read_report(path: str | Path) -> list[dict]:
+    """The lines `record` wrote, in order (the runner's summary)."""
     path = Path(path)
     if not path.exists():
         return []

@@ -40,3 +40,29 @@ def photo_folder(tmp_path: Path) -> Path:
             write_photo(root / label / f"{label}_{i}.jpg", base + i)
     write_photo(root / "loose.png", 99)
     return root
+
+
+def build_index(factory: str, xb, ids, metric: str = "cosine"):
+    """An index built as the notebooks build them: a factory string, train, add under ids
+    (cosine: vectors L2-normalised, inner product)."""
+    import faiss
+    from helpers.indexes import normalize
+
+    cosine = metric == "cosine"
+    index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2)
+    xb = normalize(xb) if cosine else xb
+    index.train(xb)
+    index.add_with_ids(xb, ids)
+    return index
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need a CUDA GPU: where torch sees none they are skipped, saying so."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if marked:
+        import torch
+
+        if not torch.cuda.is_available():
+            skip = pytest.mark.skip(reason=f"no CUDA GPU: torch {torch.__version__} sees none")
+            for item in marked:
+                item.add_marker(skip)

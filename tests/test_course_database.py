@@ -4,7 +4,6 @@ import pytest
 from helpers.distractors import DISTRACTOR_ID_START
 from helpers.database import CourseDatabase
 from helpers.evaluate import recall_at_k
-from helpers.indexes import search
 from helpers.presentation import Comparison
 from helpers.features import FeatureSet
 from helpers.manifest import Entry, Manifest
@@ -33,10 +32,13 @@ def test_queries_are_held_out_and_distractors_fill_the_database(small, monkeypat
     assert sorted(set(real) | set(db.query_ids)) == list(range(40))
     assert (db.ids[20:] >= DISTRACTOR_ID_START).all()
     assert db.xb.dtype == np.float32 and db.xb.flags["C_CONTIGUOUS"] and (db.xb >= 0).all()
+    # the course's metric is cosine: every vector (distractors too) has unit length
+    np.testing.assert_allclose(np.linalg.norm(db.xb, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(db.queries, axis=1), 1, rtol=1e-5)
     truth = db.ground_truth(10)
-    assert truth is db.ground_truth(10) and truth.ids.shape == (20, 10)
-    assert recall_at_k(search(db.flat(), db.queries, 10), truth, 10) == 1.0
-    assert db.flat_qps() > 0
+    assert truth is db.ground_truth(10) and truth.ids.shape == (20, 10) and truth.metric == "cosine"
+    brute = db.ids[np.argsort(-(db.queries @ db.xb.T), axis=1)[:, :10]]
+    assert recall_at_k(truth, brute, 10) == 1.0
 
 
 def test_unknown_scale_is_refused(small):

@@ -1,4 +1,4 @@
-"""helpers.evaluate and helpers.plots: metric definitions, ground truth, monotone sweeps, tables."""
+"""helpers.evaluate and helpers.presentation: metric definitions, ground truth, monotone sweeps, tables."""
 
 import faiss
 import matplotlib
@@ -8,6 +8,7 @@ import pytest
 from helpers import evaluate as ev, indexes as ix
 from helpers.distractors import synthetic_features
 from helpers.presentation import Table
+from tests.conftest import build_index
 
 pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
@@ -44,23 +45,24 @@ def test_precision_by_label_drops_the_query_itself():
 
 
 def test_ground_truth_is_exact_search(data):
+    """Checked against brute force in numpy, for both metrics (they rank these raw vectors differently)."""
     xb, ids, xq, truth = data
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)   # noqa: E731
+    cos = unit(xq) @ unit(xb).T
+    assert truth.metric == "cosine"
+    assert ev.recall_at_k(truth, ids[np.argsort(-cos, axis=1)[:, :K]], K) == 1.0
+    np.testing.assert_allclose(truth.scores, -np.sort(-cos, axis=1)[:, :K], rtol=1e-4)
+    l2 = ev.ground_truth(xb, ids, xq, K, metric="l2")
     d2 = ((xq[:, None, :] - xb[None, :, :]) ** 2).sum(-1)
-    expected = ids[np.argsort(d2, axis=1)[:, :K]]
-    assert ev.recall_at_k(truth, expected, K) == 1.0
-    cos = ev.ground_truth(xb, ids, xq, K, metric="cosine")
-    assert cos.metric == "cosine" and not np.array_equal(cos.ids, truth.ids)
-
-
-def test_flat_against_itself_has_recall_one(data):
-    xb, ids, xq, truth = data
-    found = ix.search(ix.build(ix.flat(D), xb, ids).index, xq, K)
-    assert ev.recall_at_k(found, truth, K) == 1.0 and ev.one_recall_at_1(found, truth) == 1.0
+    assert ev.recall_at_k(l2, ids[np.argsort(d2, axis=1)[:, :K]], K) == 1.0
+    assert l2.metric == "l2" and not np.array_equal(l2.ids, truth.ids)
+    with pytest.raises(ValueError, match="cosine"):
+        ev.ground_truth(xb, ids, xq, K, metric="dot")
 
 
 def test_ivf_recall_never_falls_as_nprobe_grows(data):
     xb, ids, xq, truth = data
-    index = ix.build(ix.ivf_flat(D, 64), xb, ids).index
+    index = build_index("IVF64,Flat", xb, ids)
     recalls = ev.sweep("ivf", index, xq, truth, "nprobe", [1, 2, 4, 8, 16, 32, 64], K, repeats=1).column(f"recall@{K}")
     assert all(a <= b for a, b in zip(recalls, recalls[1:])), recalls
     assert recalls[0] < 0.9 and recalls[-1] == 1.0    # visiting every list is exact search
@@ -68,7 +70,10 @@ def test_ivf_recall_never_falls_as_nprobe_grows(data):
 
 def test_hnsw_recall_never_falls_as_ef_search_grows(data):
     xb, ids, xq, truth = data
-    index = ix.build(ix.hnsw(D, 4, 8), xb, ids).index    # a deliberately weak graph, so recall has room to grow
+    graph = faiss.IndexHNSWFlat(D, 4, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = 8                # a deliberately weak graph, so recall has room to grow
+    index = faiss.IndexIDMap(graph)
+    index.add_with_ids(ix.normalize(xb), ids)
     recalls = ev.sweep("hnsw", index, xq, truth, "efSearch", [10, 20, 40, 80, 160], K, repeats=1).column(f"recall@{K}")
     assert all(a <= b for a, b in zip(recalls, recalls[1:])), recalls
     assert recalls[0] < recalls[-1]
@@ -76,20 +81,44 @@ def test_hnsw_recall_never_falls_as_ef_search_grows(data):
 
 def test_memory_is_the_serialized_size(data):
     xb, ids, _, _ = data
-    flat = ev.memory_bytes(ix.build(ix.flat(D), xb, ids).index)
+    flat = ev.memory_bytes(build_index("IDMap,Flat", xb, ids))
     assert len(xb) * (D * 4 + 8) <= flat < len(xb) * (D * 4 + 8) + 10_000   # vectors + int64 ids + header
-    pq = ev.memory_bytes(ix.build(ix.pq(D, 8, nbits=4), xb, ids).index)
-    assert pq < flat / 4
+    pq = ev.memory_bytes(build_index("IDMap,PQ8x4", xb, ids))                # 4 bytes of codes + 8 of id
+    assert len(xb) * (4 + 8) <= pq < len(xb) * (4 + 8) + 50_000              # + the codebooks
 
 
 def test_measure_row_and_qps(data):
     xb, ids, xq, truth = data
-    built = ix.build(ix.ivf_flat(D, 64), xb, ids)
-    row = ev.measure("ivf", built, xq, truth, K, repeats=1, single_queries=5, nprobe=8)
-    assert row["index"] == "ivf" and row["setting"] == "nprobe=8" and 0 < row[f"recall@{K}"] <= 1
-    assert row["QPS"] > 0 and row["QPS 1-by-1"] > 0 and row["memory MB"] > 0
-    assert row["train s"] == built.train_s and row["add s"] == built.add_s
-    assert ev.qps(built.index, xq[:3], K, repeats=2, one_at_a_time=True) > 0
+    index = build_index("IVF64,Flat", xb, ids)
+    row = ev.measure("ivf", index, xq, truth, K, params="nprobe=8", repeats=1, single_queries=5,
+                     train_s=1.5, add_s=0.25)
+    assert faiss.extract_index_ivf(index).nprobe == 8, "measure sets the parameters it is given"
+    assert row["index"] == "ivf" and row["setting"] == "nprobe=8"
+    assert row[f"recall@{K}"] == ev.recall_at_k(ix.search(index, xq, K), truth, K) < 1.0
+    assert row["memory MB"] == ev.memory_bytes(index) / 1e6
+    assert (row["train s"], row["add s"]) == (1.5, 0.25) and {"QPS", "QPS 1-by-1"} <= set(row)
+
+
+def test_qps_counts_queries_per_second_of_the_calls_made():
+    calls = []
+
+    class Slow:
+        d, metric_type = 4, faiss.METRIC_L2
+
+        def search(self, x, k):
+            calls.append(len(x))
+            __import__("time").sleep(0.01)
+
+    q = np.zeros((5, 4), np.float32)
+    assert ev.qps(Slow(), q, 1, repeats=1) == pytest.approx(5 / 0.01, rel=0.5)          # one call of 5
+    assert ev.qps(Slow(), q, 1, repeats=1, one_at_a_time=True) == pytest.approx(5 / 0.05, rel=0.5)
+    assert calls == [5, 1, 1, 1, 1, 1]
+
+
+def test_timer_times_its_block():
+    with ev.Timer() as t:
+        __import__("time").sleep(0.02)
+    assert 0.02 <= t.seconds < 5
 
 
 def test_table_text_html_and_lookup():

@@ -83,8 +83,10 @@ def test_bf16_is_opt_in_and_close_to_fp32(photos, lite0):
     assert bf16.meta["precision"] == "bf16" and bf16.vectors.dtype == np.float32
     cos = (normalize(fp32.vectors) * normalize(bf16.vectors)).sum(axis=1)
     assert 0.95 < cos.min() and cos.max() < 1 - 1e-7  # close, not equal: the trade-off
-    with pytest.raises(ValueError, match="precision"):
-        extract(photos, lite0, precision="fp16")
+    with pytest.raises(ValueError, match="precision 'fp16' is for GPUs"):
+        extract(photos, lite0, precision="fp16", device="cpu")
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        extract(photos, lite0, precision="fp8")
 
 
 def test_save_and_load_round_trip(photos, lite0, tmp_path):
@@ -169,3 +171,54 @@ def test_fast_jpeg_decoding_moves_features_only_slightly(tmp_path, lite0):
     assert not np.array_equal(fast.vectors, full.vectors)               # it did decode differently
     cos = (normalize(fast.vectors) * normalize(full.vectors)).sum(axis=1)
     assert cos.min() > 0.97, cos
+
+
+def test_cpu_defaults_and_device_recorded(photos, lite0):
+    fs = extract(photos, lite0, device="cpu", progress=False)
+    assert (fs.meta["device"], fs.meta["device_name"], fs.meta["batch_size"], fs.meta["num_workers"]) == \
+        ("cpu", "cpu", 8, 0)
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        extract(photos, lite0, device="tpu", progress=False)
+
+
+def test_cache_is_keyed_by_device(photos, lite0, tmp_path):
+    cache = tmp_path / "cache"
+    load_or_extract(photos, lite0, cache, device="cpu", progress=False)
+    meta = json.loads((cache / "features.json").read_text())
+    assert meta["device"] == "cpu"
+    (cache / "features.json").write_text(json.dumps({**meta, "device": "cuda"}))   # made on a GPU
+    assert load_or_extract(photos, lite0, cache, device="cpu", progress=False)[1] == "cache miss: device changed"
+    assert load_or_extract(photos, lite0, cache, device="cpu", progress=False)[1] == "cache hit"
+
+
+@pytest.mark.gpu
+def test_extraction_on_the_gpu_matches_the_cpu(photos, lite0):
+    from helpers.features import _workers_that_fit
+    from helpers.gpu import cpu_cores
+
+    cpu = extract(photos, lite0, device="cpu", progress=False)
+    gpu = extract(photos, lite0, device="cuda", progress=False)
+    workers = _workers_that_fit(cpu_cores(), 64, lite0)   # every core, unless /dev/shm is small
+    assert (gpu.meta["device"], gpu.meta["batch_size"], gpu.meta["num_workers"]) == ("cuda", 64, workers)
+    assert np.array_equal(gpu.ids, cpu.ids) and gpu.vectors.dtype == np.float32
+    assert next(lite0.model.parameters()).device.type == "cpu", "the backbone goes back where it was"
+    cos = (normalize(gpu.vectors) * normalize(cpu.vectors)).sum(axis=1)
+    assert cos.min() > 0.99, cos   # cuDNN may use TF32 for "fp32" convolutions (torch's default)
+    half = extract(photos, lite0, device="cuda", precision="fp16", progress=False)
+    cos = (normalize(half.vectors) * normalize(gpu.vectors)).sum(axis=1)
+    assert half.meta["precision"] == "fp16" and 0.98 < cos.min() and cos.max() < 1 - 1e-7, cos
+
+
+def test_gpu_workers_fit_in_shared_memory(monkeypatch, lite0):
+    from collections import namedtuple
+
+    from helpers import features
+
+    usage = namedtuple("usage", "total used free")
+    batch_bytes = 64 * 3 * 224 * 224 * 4
+    monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 64 * 2**20))
+    assert features._workers_that_fit(16, 64, lite0) == 0      # a container's 64 MB /dev/shm
+    monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 20 * batch_bytes))
+    assert features._workers_that_fit(16, 64, lite0) == 5      # half of it, 2 batches a worker
+    monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 2**40))
+    assert features._workers_that_fit(16, 64, lite0) == 16
