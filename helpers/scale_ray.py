@@ -59,12 +59,31 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, attempts:
     else:
         kw = {"num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False}
     for attempt in range(1, attempts + 1):
+        before = _children()
         try:
             return ray.init(log_to_driver=False, **kw)
         except Exception as err:  # Ray raises plain Exception for a node that did not start
             ray.shutdown()
+            _end(_children() - before)   # what the failed start left running (GCS, monitors, agents)
             if attempt == attempts:
                 raise RayStartError(f"Ray did not start after {attempts} tries: {str(err).splitlines()[0]}") from None
+
+
+def _children() -> set:
+    import psutil
+
+    return set(psutil.Process().children(recursive=True))
+
+
+def _end(processes: set) -> None:
+    import psutil
+
+    for p in processes:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(processes), timeout=10)
 
 
 class Embedder:
