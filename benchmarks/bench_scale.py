@@ -39,20 +39,24 @@ from helpers.evaluate import median_seconds, recall_at_k  # noqa: E402
 from helpers.features import extract, load_or_extract  # noqa: E402
 from helpers.manifest import refresh, scan  # noqa: E402
 from helpers.scale_milvus import connect, create_collection, create_index, insert, search  # noqa: E402
-from helpers.scale_ray import extract_ray, load_shards, start_ray  # noqa: E402
+from helpers.scale_ray import RayStartError, extract_ray, load_shards, start_ray  # noqa: E402
 from helpers.settings import load_settings  # noqa: E402
 
 GOAL_RAY, GOAL_RECALL_GAP = 0.85, 0.02
 
 
 def bench_ray(n: int, backbone_name: str, concurrency: int) -> None:
+    start = time.perf_counter()
+    try:
+        start_ray()
+    except RayStartError as err:
+        goal("ray_data_vs_extract_images_per_s", None, GOAL_RAY, skipped=str(err))
+        return
+    print(f"ray.init: {time.perf_counter() - start:.1f} s (not counted below)")
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         write_jpegs(Path(tmp) / "jpegs", n)
         manifest = scan(Path(tmp) / "jpegs", progress=False).manifest
         backbone = load_backbone(backbone_name, verbose=False)
-        start = time.perf_counter()
-        start_ray()
-        print(f"ray.init: {time.perf_counter() - start:.1f} s (not counted below)")
         extract(type(manifest)(manifest.root, list(manifest)[:8]), backbone, progress=False)  # warm-up
         clocks = {"extract": Clock(), "ray": Clock()}
         local = clocks["extract"].time(extract, manifest, backbone, progress=False)
