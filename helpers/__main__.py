@@ -111,6 +111,8 @@ def _features(args: argparse.Namespace) -> int:
             return False
         return isinstance(meta, dict) and {"manifest_hash", "backbone", "dim"} <= meta.keys()
 
+    if args.engine == "ray":
+        return _features_ray(args)
     try:
         settings = load_settings()  # SIMSEARCH_BACKBONE / SIMSEARCH_WEIGHTS give the defaults
         out, ids_path, meta_path = companion_paths(args.out)
@@ -241,6 +243,64 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
+def _features_ray(args: argparse.Namespace) -> int:
+    from .backbones import BackboneError, load_backbone
+    from .features import BATCH_SIZE, FeatureError
+    from .manifest import Manifest, ManifestError
+    from .scale_ray import RayStartError, extract_ray, load_shards
+    from .settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        manifest = Manifest.load(args.manifest)
+        backbone = load_backbone(args.backbone or settings.backbone, args.weights or settings.weights,
+                                 verbose=not args.quiet)
+        out = extract_ray(manifest, backbone, args.out, concurrency=args.concurrency, address=args.address,
+                          batch_size=args.batch_size or BATCH_SIZE, normalize=args.normalize,
+                          precision=args.precision, jpeg_draft=args.fast_jpeg)
+        fs = load_shards(out)
+    except (SettingsError, ManifestError, BackboneError, FeatureError, RayStartError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"ray data: {fs.meta['concurrency']} actor(s), backbone {backbone.name}, dimension {fs.dim}, "
+          f"{fs.images_per_second:.1f} images/s")
+    print(f"wrote {len(fs)} vectors as Parquet shards -> {out}/ (metadata: features.json); "
+          f"{len(fs.failures)} images failed")
+    for id_, path, reason in fs.failures[: args.show_failed]:
+        print(f"  failed {id_} {path}: {reason}")
+    return 0 if len(fs) else 1
+
+
+def _milvus_index(args: argparse.Namespace) -> int:
+    import json
+
+    from .features import FeatureError, load_features
+    from .indexes import normalize
+    from .manifest import Manifest, ManifestError
+    from .scale_milvus import connect, create_collection, create_index, insert
+    from .scale_ray import load_shards
+
+    try:
+        params = json.loads(args.params)
+        source = Path(args.features)
+        fs = load_shards(source) if source.is_dir() else load_features(source)
+        paths = Manifest.load(args.manifest).paths_of(fs.ids) if args.manifest else None
+    except (json.JSONDecodeError, FeatureError, ManifestError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        client = connect(args.uri)
+        create_collection(client, args.collection, fs.dim)
+        count = insert(client, args.collection, fs.ids, normalize(fs.vectors), paths)
+        create_index(client, args.collection, args.index_type, params)
+    except Exception as err:  # pymilvus raises MilvusException and connection errors of its own
+        print(f"error: milvus at {args.uri}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"inserted {count} normalised vectors into {args.collection!r} at {args.uri}; "
+          f"index {args.index_type} {params}, metric IP (cosine)")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from .datasets import DatasetUnavailable, ensure_dataset
     from .settings import SettingsError, load_settings
@@ -293,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors (for cosine)")
     p.add_argument("--show-failed", type=int, default=20, metavar="N", help="list up to N failed images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: a Ray Data pipeline writing Parquet shards into the folder --out (notebook 11)")
+    p.add_argument("--address", help="with --engine ray: a Ray cluster to join (default: RAY_ADDRESS or local)")
+    p.add_argument("--concurrency", type=int, default=1, help="with --engine ray: actors, one model each")
     p.set_defaults(func=_features)
 
     p = sub.add_parser("index", help="build an index bundle (index + manifest + metadata) from features")
@@ -326,6 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show-failed", type=int, default=20, metavar="N", help="list up to N failed images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_update)
+    p = sub.add_parser("milvus-index", help="load features into a Milvus collection and index them (notebook 11)")
+    p.add_argument("features", help="a features .npy, or a folder of Parquet shards from --engine ray")
+    p.add_argument("--uri", required=True, help="a local .db file (Milvus Lite) or http://host:19530 (a server)")
+    p.add_argument("--collection", default="images", help="collection name (replaced if it exists)")
+    p.add_argument("--manifest", help="manifest CSV, to store each image's path beside its vector")
+    p.add_argument("--index-type", default="IVF_FLAT", choices=("FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ"))
+    p.add_argument("--params", default='{"nlist": 128}', help='build parameters as JSON, e.g. \'{"M": 32, "efConstruction": 200}\'')
+    p.set_defaults(func=_milvus_index)
 
     p = sub.add_parser("data", help="build the sample data set the settings name (SIMSEARCH_DATASET)")
     p.set_defaults(func=_data)
