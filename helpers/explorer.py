@@ -167,9 +167,10 @@ class SearchExplorer:
         self.indexes = dict(indexes)
         self.exact = exact
         self.manifest = manifest
+        self.manifests: dict[str, Manifest] = {}   # an added index's own manifest, when it has one
         self.backbone = backbone
         self.shown: Shown | None = None
-        self._thumbs: dict[int, bytes] = {}
+        self._thumbs: dict[tuple[Path, int], bytes] = {}
         self._busy = False
         self._query: np.ndarray | None = None
 
@@ -247,9 +248,12 @@ class SearchExplorer:
         self._set_query(vector, _jpeg(image, QUERY_THUMB), f"query: {html.escape(name)} (uploaded)")
         return True
 
-    def add_index(self, name: str, index: faiss.Index) -> None:
-        """Offer one more index (a bundle loaded from disk, say) in the index menu."""
+    def add_index(self, name: str, index: faiss.Index, manifest: Manifest | None = None) -> None:
+        """Offer one more index in the index menu: a bundle loaded from disk, say, with the
+        manifest its ids come from (default: the explorer's)."""
         self.indexes[name] = index
+        if manifest is not None:
+            self.manifests[name] = manifest
         self.index_picker.options = list(self.indexes)
 
     def _set_query(self, vector: np.ndarray, thumb: bytes, caption: str) -> None:
@@ -308,6 +312,7 @@ class SearchExplorer:
 
     def _render(self) -> None:
         s = self.shown
+        manifest = self.manifests.get(s.index, self.manifest)
         in_exact = set(s.exact_ids.tolist())
         tiles = []
         for rank, (i, score) in enumerate(zip(s.ids.tolist(), s.scores.tolist()), 1):
@@ -315,9 +320,9 @@ class SearchExplorer:
             if i < 0:
                 tiles.append(_tile(_placeholder("no result", THUMB), f"{rank}. none", THUMB))
                 continue
-            if i in self.manifest:
-                image = widgets.Image(value=self._thumb(i), format="jpeg", width=THUMB)
-                what = html.escape(self.manifest.entry(i).label)
+            if i in manifest:
+                image = widgets.Image(value=self._thumb(i, manifest=manifest), format="jpeg", width=THUMB)
+                what = html.escape(manifest.entry(i).label)
             else:
                 image, what = _placeholder("synthetic distractor (a vector, no image)", THUMB), "distractor"
             tiles.append(_tile(image, f'<span style="color:{colour}">{rank}. {what}<br>cosine {score:.3f}</span>',
@@ -338,12 +343,14 @@ class SearchExplorer:
         chosen += [q for q in query_ids.tolist() if q not in chosen][: size - len(chosen)]
         return [int(q) for q in chosen]
 
-    def _thumb(self, id_: int, size: int = THUMB) -> bytes:
+    def _thumb(self, id_: int, size: int = THUMB, manifest: Manifest | None = None) -> bytes:
+        manifest = manifest or self.manifest
         if size != THUMB:
-            return _jpeg(open_rgb(self.manifest.abspath(id_)), size)
-        if id_ not in self._thumbs:
-            self._thumbs[id_] = _jpeg(open_rgb(self.manifest.abspath(id_)), size)
-        return self._thumbs[id_]
+            return _jpeg(open_rgb(manifest.abspath(id_)), size)
+        key = (manifest.root, id_)
+        if key not in self._thumbs:
+            self._thumbs[key] = _jpeg(open_rgb(manifest.abspath(id_)), size)
+        return self._thumbs[key]
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

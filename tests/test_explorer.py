@@ -4,6 +4,7 @@ assert what it renders."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import faiss
@@ -18,7 +19,7 @@ from helpers import explorer as ex
 from helpers.backbones import Backbone
 from helpers.explorer import SearchExplorer, UploadError, embed_upload, search_knob
 from helpers.features import extract
-from helpers.manifest import scan
+from helpers.manifest import Manifest, scan
 
 from .conftest import write_photo
 
@@ -195,17 +196,23 @@ def test_upload_without_a_backbone_says_so(world):
     assert not app.use_upload(png_bytes(3), "x.png") and "needs a backbone" in app.message.value
 
 
-def test_added_index_is_offered_and_recall_needs_the_same_vectors(world):
+def test_added_index_is_offered_with_its_own_manifest(world):
     app = make_app(world, k=3)
+    manifest, fs = world[2], world[3]
+    # a bundle saved elsewhere: the same photos listed under other ids, by another manifest
+    theirs = Manifest(manifest.root, [replace(e, id=e.id + 100, duplicate_of=None) for e in manifest])
     other = faiss.IndexIDMap(faiss.IndexFlatIP(48))
-    vectors = np.ascontiguousarray(world[3].vectors)
+    vectors = np.ascontiguousarray(fs.vectors)
     faiss.normalize_L2(vectors)
-    other.add_with_ids(vectors, world[3].ids)
-    app.add_index("bundle", other)
+    other.add_with_ids(vectors, fs.ids + 100)
+    app.add_index("bundle", other, theirs)
     assert app.index_picker.options[-1] == "bundle"
     app.index_picker.value = "bundle"
-    assert app.shown.index == "bundle" and app.shown.recall is None
-    assert "n/a" in app.status.value and len(images_in(app.results)) == 3
+    assert app.shown.index == "bundle" and app.shown.recall is None, "other vectors: no recall"
+    assert app.shown.ids[0] == app.gallery_ids[0] + 100
+    assert "n/a" in app.status.value and len(images_in(app.results)) == 3, "ids found in the bundle's manifest"
+    label = manifest.entry(app.gallery_ids[0]).label
+    assert label in app.results.children[0].children[1].value
 
 
 def test_explorer_refuses_empty_inputs(world):
