@@ -216,6 +216,8 @@ def extraction_goals(args, manifest: Manifest, device: str) -> None:
                 "pil": "pil, 1 torch thread a worker"}.get(label, label)
         if label == features.GPU_DECODER:
             what += " (the GPU default)"
+        if meta["decoder"] != label.replace("previous", "pil"):
+            what += f" [fell back to {meta['decoder']}: see the warning]"
         to_gpu_pil = (vectors * reference).sum(axis=1)
         to_cpu = (vectors[: len(few)] * cpu_vectors).sum(axis=1)
         print(f"  {what}, {p}, {meta['num_workers']} workers: end to end {rate:7,.0f} images/s "

@@ -213,10 +213,12 @@ class TensorPreprocessing:
                 out[i] = crop
         return torch.stack(out)
 
-    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=batch.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, device=batch.device).view(-1, 1, 1)
-        return batch.float().div_(255).sub_(mean).div_(std)
+    def stats(self, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as (3, 1, 1) tensors on `device`: made once, not a copy (and a wait) a batch."""
+        return tuple(torch.tensor(v, device=device).view(-1, 1, 1) for v in (self.mean, self.std))
+
+    def normalise(self, batch: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return batch.float().div_(255).sub_(stats[0]).div_(stats[1])
 
 
 class ImageDataset(Dataset):
@@ -386,6 +388,7 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
     home = next(model.parameters()).device
     model.to(device, memory_format=torch.channels_last)
     pre = TensorPreprocessing(backbone.preprocessing)
+    stats = pre.stats(device)
     dataset = ImageDataset(manifest, backbone.transform, min_side(backbone) if jpeg_draft else None,
                            decoder, pre)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
@@ -410,7 +413,7 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
                     continue
                 batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
                 if decoder != "pil":
-                    batch = pre.normalise(batch)
+                    batch = pre.normalise(batch, stats)
                 chunks.append(model(batch).float())   # stays on the device: no wait per batch
                 ids.extend(batch_ids)
             vectors = (torch.cat(chunks).cpu().numpy() if chunks
