@@ -1,16 +1,47 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
 # Each creates .venv and installs the pinned requirements first when needed.
+# PYTHON: the Python 3.11+ that makes .venv. VENV: an existing environment to use instead
+# (e.g. VENV=$CONDA_PREFIX); only a folder made by `python -m venv` is ever deleted and rebuilt.
+# SCALE: quick or full; SIMSEARCH_SCALE from the environment is honoured (SIMSEARCH_SCALE=quick make run).
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SCALE  ?= full
+SCALE  ?= $(or $(SIMSEARCH_SCALE),full)
+# exits 0 when the interpreter runs, is 3.11 or newer, and has pip
+HEALTHY := -c 'import sys, importlib.util; sys.exit(sys.version_info < (3, 11) or importlib.util.find_spec("pip") is None)'
 
-.PHONY: install data run test lab clean gpu-check gpu-wheels
+# Offline classroom: `make wheelhouse` downloads every pinned wheel into WHEELHOUSE;
+# `make install WHEELS=build/wheelhouse` installs from that folder only, without internet.
+WHEELHOUSE ?= build/wheelhouse
+WHEELS ?=
+PIP_SOURCE := $(if $(WHEELS),--no-index --find-links $(WHEELS))
+
+.PHONY: install data run test browser-test practice wheelhouse lab clean gpu-check gpu-wheels FORCE
+
+# a venv that no longer runs (Python removed or upgraded under it) is rebuilt even when its
+# stamp looks up to date
+ifneq ($(shell $(PY) $(HEALTHY) 2>/dev/null && echo ok),ok)
+$(STAMP): FORCE
+endif
 
 $(STAMP): requirements.txt pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -e .
+	@if $(PY) $(HEALTHY) 2>/dev/null; then :; \
+	elif [ -e $(VENV) ] && [ ! -f $(VENV)/pyvenv.cfg ]; then \
+	    echo "error: $(VENV) cannot be used (it needs Python 3.11+ with pip) and was not made by" \
+	         "python -m venv, so it is left alone; fix it or choose another VENV" >&2; exit 1; \
+	else \
+	    $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	        echo "error: the course needs Python 3.11 or newer; $(PYTHON) is" \
+	             "$$($(PYTHON) --version 2>&1 || echo 'not found'). Install one and run e.g." \
+	             "make $(or $(MAKECMDGOALS),install) PYTHON=python3.11" >&2; exit 1; }; \
+	    if [ -e $(VENV) ]; then echo "$(VENV) is broken (its Python will not run, is older than" \
+	        "3.11 or lacks pip): making it again"; rm -rf $(VENV); fi; \
+	    echo "making $(VENV) with $$($(PYTHON) --version)"; \
+	    $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }; \
+	fi
+	@echo "installing the pinned requirements into $(VENV) (see README: several GB with the default torch, minutes)"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on $(PIP_SOURCE) -r requirements.txt -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +55,20 @@ run: $(STAMP)
 test: $(STAMP)
 	SIMSEARCH_SCALE=quick $(PY) -m pytest --nbval-lax --nbval-cell-timeout=1200 tests notebooks
 
+# JupyterLab in headless Chromium (Debian's `chromium` package): runs notebook 10 through the page.
+browser-test: $(STAMP)
+	$(PY) -m pytest -m browser tests/browser
+
+# Learner copies in build/practice/: exercise solutions removed, exercise cells blanked.
+practice: $(STAMP)
+	$(PY) -m helpers.practice notebooks build/practice
+
+# `pip wheel`, not `pip download`: packages published only as source (hnswlib) are compiled here
+# once, so the classroom needs no compiler; setuptools comes too, for `pip install -e .` offline.
+wheelhouse:
+	$(PYTHON) -m pip wheel --disable-pip-version-check --wheel-dir $(WHEELHOUSE) -r requirements.txt "setuptools>=61"
+	@du -sh $(WHEELHOUSE)
+
 lab: $(STAMP)
 	$(PY) -m jupyter lab notebooks/
 
@@ -33,11 +78,12 @@ clean:
 # GPU machine without internet, its Python already with CUDA torch (README, "GPU"):
 #   make gpu-wheels WHEELS=dir   (where the package index is reachable) then, on the GPU machine,
 #   make gpu-check PY=python3 WHEELS=dir OUT=dir   (or, without make: bash .ci/gpu-check PY WHEELS OUT)
-WHEELS ?= .whl
 OUT    ?= build/gpu-check
 
 gpu-wheels:
-	bash .ci/gpu-wheels $(WHEELS) $(PY)
+	bash .ci/gpu-wheels $(or $(WHEELS),.whl) $(PY)
 
 gpu-check:
-	bash .ci/gpu-check $(PY) $(WHEELS) $(OUT)
+	bash .ci/gpu-check $(PY) $(or $(WHEELS),.whl) $(OUT)
+
+FORCE:

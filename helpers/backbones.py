@@ -4,8 +4,11 @@
 global-average-pooled layer, not the 1000 logits) when its ImageNet weights can be found:
 
 1. an explicit local file (`weights=`), loaded with `torch.load(weights_only=True)` and checked
-   key by key and shape by shape;
-2. the torch hub cache (`torch.hub.get_dir()/checkpoints`);
+   key by key and shape by shape. Any ResNet50 state dict works: its head is dropped whatever
+   its number of classes, and a `module.` prefix (DataParallel) is removed. torchvision's own
+   files are recognised by their hash; any other is reported as of unknown origin, with the
+   preprocessing it is given (torchvision's, assumed);
+2. the torch hub cache (`torch.hub.get_dir()/checkpoints`), hash-checked as a download is;
 3. a download, when online (it fails fast offline).
 
 When none of those works it falls back, with a notice, to EfficientNet-Lite0 (1280-d) and the
@@ -33,8 +36,8 @@ from torchvision import models
 from torchvision import transforms as T
 
 from .fileio import sha256_file
+from .settings import BACKBONES as NAMES
 
-NAMES = ("auto", "resnet50", "efficientnet_lite0", "random_resnet50")
 #: ResNet50 weights looked for in the hub cache, best first; only the first is downloaded.
 RESNET50_WEIGHTS = (models.ResNet50_Weights.IMAGENET1K_V2, models.ResNet50_Weights.IMAGENET1K_V1)
 DOWNLOAD_TIMEOUT_S = 10
@@ -121,27 +124,40 @@ def _load_state_dict(path: Path) -> dict:
                             f"{_first_line(err)}). Re-download or re-save it.") from None
 
 
-def _check_resnet50_state(state, source: str) -> None:
-    """Raise BackboneError unless `state` has exactly ResNet50's keys and shapes."""
+def _resnet50_body(state, source: str) -> tuple[dict, int | None]:
+    """ResNet50's weights without the classification head, from any ResNet50 state dict.
+
+    The head (`fc`) is split off whatever its number of classes, since the descriptor is the
+    pooled layer before it; a `module.` prefix (a model saved from DataParallel or
+    DistributedDataParallel) is removed. Returns the state with the head's tensors kept aside
+    under their own keys, and the head's number of classes (None when it has none). Raises
+    BackboneError unless the rest has exactly ResNet50's keys and shapes.
+    """
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        ref = {k: tuple(v.shape) for k, v in models.resnet50().state_dict().items()}
+        ref = {k: tuple(v.shape) for k, v in models.resnet50().state_dict().items()
+               if not k.startswith("fc.")}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
         raise BackboneError(f"{source}: not a state dict of tensors (found {keys}). If it is a "
                             "training checkpoint, save its model's state_dict() alone.")
-    missing, unexpected = sorted(ref.keys() - state.keys()), sorted(state.keys() - ref.keys())
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    head = {k: v for k, v in state.items() if k.startswith("fc.")}
+    body = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = sorted(ref.keys() - body.keys()), sorted(body.keys() - ref.keys())
     if missing or unexpected:
-        hint = (" (saved from DataParallel? strip the 'module.' prefix)"
-                if unexpected and all(k.startswith("module.") for k in unexpected) else "")
         raise BackboneError(f"{source}: not a torchvision ResNet50 state dict: {len(missing)} keys "
                             f"missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                            f"(e.g. {unexpected[:3]}){hint}.")
-    wrong = [(k, tuple(state[k].shape), s) for k, s in ref.items() if tuple(state[k].shape) != s]
+                            f"(e.g. {unexpected[:3]}).")
+    wrong = [(k, tuple(body[k].shape), s) for k, s in ref.items() if tuple(body[k].shape) != s]
     if wrong:
         k, got, want = wrong[0]
         raise BackboneError(f"{source}: {len(wrong)} tensors have the wrong shape for ResNet50, "
-                            f"e.g. {k} is {got}, expected {want} (a ResNet50 with another number "
-                            "of classes, or another architecture?).")
+                            f"e.g. {k} is {got}, expected {want} (another architecture, such as "
+                            "ResNet101 or a ResNet50 with other widths?).")
+    weight = head.get("fc.weight")
+    classes = int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+    return {**body, **head}, classes
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -161,33 +177,54 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def _resnet50(state: dict | None, weights_id: str, tf_weights, reason: str) -> Backbone:
-    """ResNet50 with `state` loaded (random init if None), its fc split off as the classifier."""
-    if state is None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
+def _resnet50(state: dict | None, weights_id: str, tf_weights, reason: str,
+              imagenet_head: bool = True, source: str | None = None) -> Backbone:
+    """ResNet50 with `state` loaded (random init if None), the head split off as the classifier.
+
+    The head is kept as the classifier only when `imagenet_head` (1000 ImageNet classes whose
+    names are known); any other head is dropped. `source` overrides the preprocessing's recorded
+    source (e.g. to say it was assumed).
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        with torch.device("meta" if state is not None else "cpu"):  # meta: weights overwrite it
             net = models.resnet50()
-    else:
-        with torch.device("meta"):  # skip the random initialisation the weights overwrite
-            net = models.resnet50()
-        net.load_state_dict(state, assign=True)
-    classifier = net.fc if state is not None else None
-    net.fc = nn.Identity()  # the 2048-d pooled layer is the descriptor
+    classifier = None
+    if state is not None:
+        body = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        net.fc = nn.Identity()  # the 2048-d pooled layer is the descriptor
+        net.load_state_dict(body, assign=True)
+        if imagenet_head:
+            classifier = nn.Linear(2048, 1000)
+            classifier.load_state_dict({"weight": state["fc.weight"], "bias": state["fc.bias"]})
+            classifier.eval()
+    net.fc = nn.Identity()
     tf = tf_weights.transforms()
-    pre = _describe_transform(tf, f"ResNet50_Weights.{tf_weights.name}.transforms()")
+    pre = _describe_transform(tf, source or f"ResNet50_Weights.{tf_weights.name}.transforms()")
     return Backbone("resnet50" if state is not None else "random_resnet50", weights_id, 2048,
                     net.eval(), tf, pre, reason, classifier)
 
 
 def _resnet50_from_file(path: Path) -> Backbone:
-    state = _load_state_dict(path)
-    _check_resnet50_state(state, str(path))
+    """A ResNet50 from a local state-dict file: torchvision's own weights are recognised by their
+    hash; anything else (fine-tuned, self-trained) is "of unknown origin", and says which
+    preprocessing it is given."""
+    state, classes = _resnet50_body(_load_state_dict(path), str(path))
     digest = sha256_file(path)[0]
     known = next((w for w in RESNET50_WEIGHTS if digest.startswith(_hash_prefix(w))), None)
     if known is not None:
         return _resnet50(state, known.name, known, f"local weights file {path} (torchvision's {known.name})")
-    return _resnet50(state, f"file:{digest[:12]}", RESNET50_WEIGHTS[0],
-                     f"local weights file {path} (unknown origin: preprocessing of IMAGENET1K_V2 assumed)")
+    assumed = RESNET50_WEIGHTS[0]
+    head = ("no classification head" if classes is None
+            else f"its {classes}-class head dropped" + ("" if classes != 1000 else
+                                                         ", its classes unknown"))
+    return _resnet50(state, f"file:{digest[:12]}", assumed,
+                     f"local weights file {path} of unknown origin ({head}); preprocessing ASSUMED: "
+                     f"that of torchvision's {assumed.name} (resize {assumed.transforms().resize_size[0]}, "
+                     "crop 224, ImageNet mean/std). If the weights were trained with other "
+                     "preprocessing, the features will be worse than they could be.",
+                     imagenet_head=False,
+                     source=f"assumed (weights of unknown origin): ResNet50_Weights.{assumed.name}.transforms()")
 
 
 def _hash_prefix(w) -> str:
@@ -221,18 +258,28 @@ def _download(w, verbose: bool) -> dict:
 
 
 def _find_resnet50(download: bool, verbose: bool) -> tuple[Backbone | None, list[str]]:
-    """Hub cache, then download; returns the backbone or None and notes on what was tried."""
+    """Hub cache, then download; returns the backbone or None and notes on what was tried.
+
+    A cached file is used only when its SHA-256 starts with the prefix in its published name,
+    as a download is checked: any other file there (random or fine-tuned weights copied under
+    that name) would otherwise be reported as torchvision's ImageNet weights.
+    """
     notes = []
     for w in RESNET50_WEIGHTS:
         path = _cache_path(w)
         if path.is_file():
+            digest = sha256_file(path)[0]
+            if not digest.startswith(_hash_prefix(w)):
+                notes.append(f"cached file {path} is not torchvision's {w.name} (its SHA-256 starts "
+                             f"{digest[:8]}, its name says {_hash_prefix(w)}); delete it to download "
+                             "again, or give your own weights with SIMSEARCH_WEIGHTS / --weights")
+                return None, notes
             try:
-                state = _load_state_dict(path)
-                _check_resnet50_state(state, str(path))
+                state = _resnet50_body(_load_state_dict(path), str(path))[0]
             except BackboneError as err:
                 notes.append(f"cached file unusable ({err}); delete it to download again")
                 return None, notes
-            reason = f"ResNet50 {w.name} weights from the torch hub cache {path}"
+            reason = f"ResNet50 {w.name} weights from the torch hub cache {path} (hash checked)"
             return _resnet50(state, w.name, w, reason), notes
     notes.append(f"no ResNet50 weights in the torch hub cache {path.parent}")
     if not download:
@@ -240,8 +287,7 @@ def _find_resnet50(download: bool, verbose: bool) -> tuple[Backbone | None, list
         return None, notes
     w = RESNET50_WEIGHTS[0]
     try:
-        state = _download(w, verbose)
-        _check_resnet50_state(state, w.url)
+        state = _resnet50_body(_download(w, verbose), w.url)[0]
     except Exception as err:  # offline, timeout, hash mismatch: all mean "not available here"
         notes.append(f"download failed ({type(err).__name__}: {_first_line(err)[:200]})")
         return None, notes
@@ -366,6 +412,8 @@ def weights_report(settings) -> WeightsReport:
     try:
         bb = load_backbone(settings.backbone, settings.weights, verbose=False, download=False)
         chosen = f"{bb.name} ({bb.dim}-d, weights {bb.weights_id})"
+        if bb.preprocessing["source"].startswith("assumed"):
+            chosen += f"; preprocessing {bb.preprocessing['source']}"
     except BackboneError as err:
         lines.append(f"error: {err}")
         chosen = None

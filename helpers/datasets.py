@@ -25,7 +25,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from .fileio import atomic_write
 from .images import open_rgb
-from .settings import Settings
+from .settings import BUILTIN_DATASETS, REPO_ROOT, Settings
 
 
 class DatasetUnavailable(RuntimeError):
@@ -178,11 +178,11 @@ def build_photo_variants(out_dir: str | Path, variants_per_source: int = VARIANT
             _write_if_changed(folder / name, buf.getvalue())
             rows.append({"file": f"{src.name}/{name}", "source": src.name, "operations": ops,
                          "licence": src.licence})
-    with open(out_dir.with_suffix(".csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "source", "operations", "licence"],
-                                lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["file", "source", "operations", "licence"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out_dir.with_suffix(".csv"), text.getvalue())
     return out_dir
 
 
@@ -259,7 +259,11 @@ def ensure_dataset(settings: Settings) -> Path:
         if not folder.is_dir():
             build_fashion_mnist(folder, per_class=30 if settings.quick else 300)
     elif not folder.is_dir():
-        raise DatasetUnavailable(f"SIMSEARCH_DATASET={settings.dataset!r}: no such folder")
+        what = "is a file, not a folder" if folder.exists() else "no such folder"
+        raise DatasetUnavailable(
+            f"SIMSEARCH_DATASET={settings.dataset!r}: {what} ({folder}; a relative path is read "
+            f"from the project root {REPO_ROOT}). Use {' or '.join(BUILTIN_DATASETS)}, or the "
+            "path of a folder of images.")
     return folder
 
 
@@ -313,4 +317,41 @@ def write_problem_files(folder: str | Path, photo: str | Path | None = None) -> 
     (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", bomb_header)
                                       + _png_chunk(b"IEND", b""))
     expect["bomb.png"] = "bomb"
+    return expect
+
+
+MESSY_MARKER = ".made_by_helpers"
+
+
+def build_messy_folder(folder: str | Path, manifest, limit: int = 24) -> dict[str, str]:
+    """A small folder that shows how a scan copes with a messy collection (notebook 01): at most
+    `limit` photos copied from `manifest` (never the whole of a user's folder), the awkward files
+    of `write_problem_files` under `odd_files/`, a dangling symlink and hidden files.
+
+    Returns {relative path: expected outcome} ("ok" or a word of the skip reason). `folder` is
+    created; an existing one is replaced only if this function made it (it holds MESSY_MARKER),
+    so a folder of the user's is never deleted.
+    """
+    import shutil
+
+    folder = Path(folder)
+    if folder.exists():
+        if not (folder / MESSY_MARKER).is_file():
+            raise FileExistsError(f"{folder} exists and was not made by build_messy_folder; "
+                                  "choose another folder or delete it yourself")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / MESSY_MARKER).write_text("made by helpers.datasets.build_messy_folder\n")
+    expect = {MESSY_MARKER: "hidden"}
+    for e in list(manifest)[:limit]:
+        (folder / e.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(manifest.abspath(e), folder / e.path)
+        expect[e.path] = "ok"
+    photo = manifest.abspath(manifest[0]) if len(manifest) else None
+    expect.update({f"odd_files/{name}": outcome
+                   for name, outcome in write_problem_files(folder / "odd_files", photo).items()})
+    (folder / "odd_files" / "link_to_nowhere.jpg").symlink_to(folder / "no_such_file.jpg")
+    expect["odd_files/link_to_nowhere.jpg"] = "dangling symlink"
+    (folder / ".DS_Store").write_bytes(b"macOS folder settings")
+    expect[".DS_Store"] = "hidden"
     return expect

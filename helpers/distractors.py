@@ -1,4 +1,4 @@
-"""Distractors: synthetic database vectors that look like real image descriptors, and run sizes.
+"""Distractors: synthetic database vectors that look like real image descriptors.
 
 The trade-offs between index types only show on large databases (Flat's cost grows with N, IVF
 and HNSW pay off from about 100,000 vectors), but a course sample has hundreds or thousands of
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .indexes import as_float32_matrix, as_ids
-from .settings import SCALES, SettingsError
 
 # database and query counts for each scale: full is where the trade-offs show; quick is the
 # smallest database on which PQ with 8 bits gets its 39 * 256 = 9,984 training vectors
@@ -45,19 +44,6 @@ class Sizes:
     def __str__(self) -> str:
         return (f"{self.scale}: database {self.n_database:,} = {self.n_real:,} real + "
                 f"{self.n_distractors:,} distractors; {self.n_queries:,} real queries")
-
-
-def sizes(scale: str, n_real: int) -> Sizes:
-    """The sizes for `scale` (Settings.scale: "quick" or "full") given `n_real` real features.
-
-    Real features fill the database first (all of them, up to its size); distractors fill the rest.
-    """
-    if scale not in SCALES:
-        raise SettingsError(f"scale {scale!r}: use one of {', '.join(SCALES)}")
-    if n_real < 1:
-        raise ValueError("no real features: extract features before sizing the database")
-    real = min(n_real, DATABASE_SIZE[scale])
-    return Sizes(scale, real, DATABASE_SIZE[scale] - real, min(QUERY_COUNT[scale], n_real))
 
 
 @dataclass(frozen=True)

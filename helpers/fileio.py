@@ -2,13 +2,17 @@
 
 Every writer in `helpers` (manifest, features, data sets, the comparison table, index bundles)
 goes through `atomic_write`: the data goes to a temporary file beside the target, which is then
-renamed over it, so a run killed part-way leaves the previous file intact.
+renamed over it, so a run killed part-way leaves the previous file intact. A folder written as
+one unit (an index bundle) goes through `atomic_write_dir` the same way.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -42,3 +46,43 @@ def sha256_file(path: str | Path) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
+
+
+def atomic_write_dir(path: str | Path, fill: Callable[[Path], object]) -> Path:
+    """Build a folder at `path` atomically: `fill(tmp)` writes everything into a temporary folder
+    beside `path`, which then takes `path`'s place, so a run killed part-way leaves the previous
+    folder intact (an interrupted temporary `.NAME.*.tmp` folder may stay behind; delete it).
+
+    An existing folder is swapped with the new one in one step where Linux allows it
+    (renameat2 RENAME_EXCHANGE); elsewhere by two renames, between which `path` is briefly absent.
+    Used for index bundles (notebook 09). Returns the path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)   # mkdtemp's folder is private; the result should not be
+    try:
+        fill(tmp)
+        if not path.exists():
+            os.rename(tmp, path)
+        elif _exchange(tmp, path):
+            shutil.rmtree(tmp)              # now holds the previous folder
+        else:
+            old = tmp.with_suffix(".old")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one system call (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

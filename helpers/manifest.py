@@ -21,6 +21,7 @@ from .images import MAX_PIXELS, ImageLoadError, probe
 
 COLUMNS = ("id", "path", "sha256", "bytes", "width", "height", "format", "label", "duplicate_of")
 SKIPPED_COLUMNS = ("path", "reason")
+UNLABELLED = "unlabelled"   # the label of an image at the top of the scanned folder
 
 
 class ManifestError(ValueError):
@@ -97,6 +98,13 @@ class Manifest:
     def labels(self) -> list[str]:
         return [e.label for e in self.entries]
 
+    @property
+    def labelled(self) -> bool:
+        """Whether label-based measures (precision by label, recall@1 same label) mean anything:
+        the images sit in at least two subfolders. A flat folder is all UNLABELLED (notebooks
+        02-03 skip those measures then, and say so)."""
+        return len(set(self.labels) - {UNLABELLED}) >= 2
+
     def __contains__(self, id_: object) -> bool:
         return isinstance(id_, (int, np.integer)) and int(id_) in self._by_id
 
@@ -147,22 +155,29 @@ class Manifest:
         """Read and validate a manifest CSV written by `save`."""
         csv_path = Path(csv_path)
         if not csv_path.is_file():
-            raise ManifestError(f"{csv_path}: no such manifest file")
-        with csv_path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ManifestError(f"{csv_path}: missing columns {missing}; expected {list(COLUMNS)}")
-            entries = []
-            for n, row in enumerate(reader, start=2):
-                try:
-                    entries.append(Entry(
-                        id=int(row["id"]), path=row["path"], sha256=row["sha256"],
-                        bytes=int(row["bytes"]), width=int(row["width"]), height=int(row["height"]),
-                        format=row["format"], label=row["label"],
-                        duplicate_of=int(row["duplicate_of"]) if row["duplicate_of"] else None))
-                except (TypeError, ValueError) as err:
-                    raise ManifestError(f"{csv_path}, line {n}: bad value ({err})") from None
+            what = "a folder, not a manifest file" if csv_path.is_dir() else "no such manifest file"
+            raise ManifestError(f"{csv_path}: {what}")
+        try:
+            with csv_path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise ManifestError(f"{csv_path}: not a manifest (no {', '.join(missing)} "
+                                        f"column{'s' if len(missing) > 1 else ''}); make one with "
+                                        "`python -m helpers manifest FOLDER --out FILE.csv`")
+                entries = []
+                for n, row in enumerate(reader, start=2):
+                    try:
+                        entries.append(Entry(
+                            id=int(row["id"]), path=row["path"], sha256=row["sha256"],
+                            bytes=int(row["bytes"]), width=int(row["width"]), height=int(row["height"]),
+                            format=row["format"], label=row["label"],
+                            duplicate_of=int(row["duplicate_of"]) if row["duplicate_of"] else None))
+                    except (TypeError, ValueError) as err:
+                        raise ManifestError(f"{csv_path}, line {n}: bad value ({err})") from None
+        except (UnicodeDecodeError, csv.Error) as err:
+            why = "not UTF-8 text (a binary file?)" if isinstance(err, UnicodeDecodeError) else str(err)
+            raise ManifestError(f"{csv_path}: not a manifest: {why}") from None
         root = csv_path.parent.resolve()
         if entries and all(e.path.startswith("../") for e in entries):
             # saved outside the image folder: recover the folder so paths read as scanned
@@ -273,7 +288,7 @@ def _walk(root: Path, exclude: set[Path]) -> tuple[list[Path], list[Skipped]]:
 
 def _default_label(rel_path: str) -> str:
     parent = Path(rel_path).parent.name
-    return parent or "unlabelled"
+    return parent or UNLABELLED
 
 
 def scan(folder: str | Path, previous: Manifest | None = None, *, exclude: Iterable[str | Path] = (),

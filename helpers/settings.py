@@ -7,6 +7,10 @@
 | SIMSEARCH_SCALE      | `quick` (CI, small sizes) or `full` (learners)        | full             |
 | SIMSEARCH_BACKBONE   | `auto`, `resnet50`, `efficientnet_lite0`, `random_resnet50` | auto     |
 | SIMSEARCH_WEIGHTS    | a local ResNet50 weights file (optional)             | unset            |
+
+A relative path in any of them is read from the project root (the folder holding `helpers/`),
+so a setting means the same folder in Jupyter (which runs in `notebooks/`), on the command line
+and under `make`, whatever the current folder.
 """
 
 from __future__ import annotations
@@ -18,10 +22,17 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCALES = ("quick", "full")
 BUILTIN_DATASETS = ("photo_variants", "fashion_mnist")
+BACKBONES = ("auto", "resnet50", "efficientnet_lite0", "random_resnet50")
 
 
 class SettingsError(ValueError):
     """A setting has a value the course cannot use."""
+
+
+def project_path(value: str | Path) -> Path:
+    """A path setting as an absolute path: `~` expanded, a relative path read from REPO_ROOT."""
+    path = Path(value).expanduser()
+    return (path if path.is_absolute() else REPO_ROOT / path).resolve()
 
 
 @dataclass(frozen=True)
@@ -37,15 +48,22 @@ class Settings:
         return self.scale == "quick"
 
     @property
+    def is_sample(self) -> bool:
+        """True for a built-in sample data set, False for the user's own folder. Notebooks run
+        the checks that only hold for the sample data (no duplicates, labels known) only when
+        this is True, and say so otherwise."""
+        return self.dataset in BUILTIN_DATASETS
+
+    @property
     def image_dir(self) -> Path:
         """The folder of images the course indexes."""
-        if self.dataset in BUILTIN_DATASETS:
+        if self.is_sample:
             return self.data_dir / self.dataset
-        return Path(self.dataset).expanduser().resolve()
+        return project_path(self.dataset)
 
     @property
     def dataset_name(self) -> str:
-        return self.dataset if self.dataset in BUILTIN_DATASETS else self.image_dir.name
+        return self.dataset if self.is_sample else self.image_dir.name
 
     @property
     def work_dir(self) -> Path:
@@ -53,8 +71,9 @@ class Settings:
         return self.data_dir / "work" / f"{self.dataset_name}-{self.scale}"
 
     def describe(self) -> str:
+        kind = "sample data set" if self.is_sample else "your folder"
         rows = [
-            ("data set", f"{self.dataset_name} ({self.image_dir})"),
+            ("data set", f"{self.dataset_name}, {kind} ({self.image_dir})"),
             ("scale", self.scale),
             ("backbone", self.backbone + (f" (weights file {self.weights})" if self.weights else "")),
             ("data folder", str(self.data_dir)),
@@ -62,17 +81,23 @@ class Settings:
         return "\n".join(f"{k:>12}: {v}" for k, v in rows)
 
 
+def _choice(env, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not a setting the course knows: "
+                            f"use one of {', '.join(allowed)}.")
+    return value
+
+
 def load_settings(env: dict | None = None) -> Settings:
     """Read the settings from `env` (default: the process environment) and check them."""
     env = os.environ if env is None else env
-    scale = env.get("SIMSEARCH_SCALE", "full").strip().lower()
-    if scale not in SCALES:
-        raise SettingsError(f"SIMSEARCH_SCALE={scale!r}: use one of {', '.join(SCALES)}.")
-    weights = env.get("SIMSEARCH_WEIGHTS") or None
+    weights = env.get("SIMSEARCH_WEIGHTS", "").strip()
+    data_dir = env.get("SIMSEARCH_DATA_DIR", "").strip()
     return Settings(
-        data_dir=Path(env.get("SIMSEARCH_DATA_DIR") or REPO_ROOT / "data").expanduser().resolve(),
-        dataset=env.get("SIMSEARCH_DATASET", "photo_variants").strip() or "photo_variants",
-        scale=scale,
-        backbone=env.get("SIMSEARCH_BACKBONE", "auto").strip().lower() or "auto",
-        weights=Path(weights).expanduser() if weights else None,
+        data_dir=project_path(data_dir or "data"),
+        dataset=env.get("SIMSEARCH_DATASET", "").strip() or "photo_variants",
+        scale=_choice(env, "SIMSEARCH_SCALE", "full", SCALES),
+        backbone=_choice(env, "SIMSEARCH_BACKBONE", "auto", BACKBONES),
+        weights=project_path(weights) if weights else None,
     )

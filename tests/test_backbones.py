@@ -62,17 +62,55 @@ def test_resnet50_preprocessing_is_the_weights_own():
     assert bb.preprocessing["mean"] == [0.485, 0.456, 0.406]
 
 
-def test_local_weights_file_loads_as_pooled_extractor(weights_file, resnet_state):
+def _pooled(state, x):
+    """Reference descriptor: torchvision's ResNet50 with `state` loaded, the head replaced by Identity."""
+    net = models.resnet50()
+    net.load_state_dict(state)
+    net.fc = torch.nn.Identity()
+    with torch.inference_mode():
+        return net.eval()(x)
+
+
+def test_local_weights_file_of_unknown_origin_loads_and_says_so(weights_file, resnet_state):
     bb = load_backbone("resnet50", weights=weights_file, verbose=False, download=False)
     assert bb.name == "resnet50" and bb.dim == 2048 and bb.weights_id.startswith("file:")
-    full = models.resnet50()
-    full.load_state_dict(resnet_state)
-    full.eval()
+    assert "unknown origin" in bb.reason and "preprocessing ASSUMED" in bb.reason
+    assert bb.preprocessing["source"].startswith("assumed")     # recorded in every features.json
+    assert bb.classifier is None                                # its 1000 classes are not ImageNet's
     x = bb.transform(PHOTOS["rocket"])[None]
     with torch.inference_mode():
         features = bb.model(x)
-        assert features.shape == (1, 2048)            # the descriptor, not the 1000 logits
-        assert torch.allclose(bb.classifier(features), full(x), atol=1e-4)
+    assert features.shape == (1, 2048)                          # the descriptor, not the logits
+    assert torch.allclose(features, _pooled(resnet_state, x), atol=1e-4)
+
+
+def test_weights_report_says_a_file_is_of_unknown_origin(weights_file):
+    from helpers.backbones import weights_report
+    from helpers.settings import load_settings
+
+    report = weights_report(load_settings({"SIMSEARCH_WEIGHTS": str(weights_file)}))
+    assert report.chosen.startswith("resnet50 (2048-d, weights file:")
+    assert report.chosen.endswith("; preprocessing assumed (weights of unknown origin): "
+                                  "ResNet50_Weights.IMAGENET1K_V2.transforms()")
+
+
+@pytest.mark.parametrize("variant", ["10-class head", "no head", "module. prefix", "both"])
+def test_any_resnet50_state_dict_gives_the_same_descriptor(tmp_path, resnet_state, variant):
+    """A fine-tuned head, a headless backbone or a DataParallel checkpoint: the head is thrown
+    away, so only the body decides the features."""
+    state = {k: v for k, v in resnet_state.items() if not k.startswith("fc.")}
+    if variant in ("10-class head", "both"):
+        state.update({"fc.weight": torch.randn(10, 2048), "fc.bias": torch.randn(10)})
+    if variant in ("module. prefix", "both"):
+        state = {f"module.{k}": v for k, v in state.items()}
+    path = tmp_path / "fine_tuned.pth"
+    torch.save(state, path)
+    bb = load_backbone("auto", weights=path, verbose=False, download=False)
+    x = bb.transform(PHOTOS["coffee"])[None]
+    with torch.inference_mode():
+        assert torch.allclose(bb.model(x), _pooled(resnet_state, x), atol=1e-4)
+    head = "10-class head dropped" if variant in ("10-class head", "both") else "no classification head"
+    assert head in bb.reason and bb.classifier is None
 
 
 def test_auto_uses_an_explicit_file(weights_file):
@@ -87,10 +125,10 @@ def test_wrong_keys_give_a_clear_error(tmp_path):
 
 
 def test_wrong_shapes_give_a_clear_error(tmp_path, resnet_state):
-    state = dict(resnet_state, **{"fc.weight": torch.zeros(10, 2048), "fc.bias": torch.zeros(10)})
-    path = tmp_path / "ten_classes.pth"
+    state = dict(resnet_state, **{"conv1.weight": torch.zeros(32, 3, 7, 7)})   # another width
+    path = tmp_path / "narrow.pth"
     torch.save(state, path)
-    with pytest.raises(BackboneError, match=r"wrong shape.*fc\.weight is \(10, 2048\)"):
+    with pytest.raises(BackboneError, match=r"wrong shape.*conv1\.weight is \(32, 3, 7, 7\)"):
         load_backbone("resnet50", weights=path, download=False)
 
 
@@ -113,12 +151,26 @@ def test_resnet50_asked_for_but_missing_says_how_to_provide(tmp_path):
         load_backbone("resnet50", download=False)
 
 
-def test_hub_cache_is_used(empty_hub, weights_file):
+def test_hub_cache_file_is_hash_checked(empty_hub, weights_file, capsys):
+    """Random weights copied under torchvision's file name are not reported as IMAGENET1K_V2."""
     empty_hub.mkdir(parents=True)
     os.symlink(weights_file, empty_hub / "resnet50-11ad3fa6.pth")
     bb = load_backbone("auto", verbose=False, download=False)
+    assert bb.name == "efficientnet_lite0"
+    assert "is not torchvision's IMAGENET1K_V2" in bb.reason and "SIMSEARCH_WEIGHTS" in bb.reason
+    with pytest.raises(BackboneError, match="is not torchvision's IMAGENET1K_V2"):
+        load_backbone("resnet50", verbose=False, download=False)
+
+
+def test_hub_cache_file_with_its_published_hash_is_used(tmp_path, empty_hub, resnet_state, monkeypatch):
+    import helpers.backbones as backbones
+
+    url = _served(empty_hub, resnet_state)        # saved straight into the cache, correctly named
+    monkeypatch.setattr(backbones, "RESNET50_WEIGHTS", (_LocalWeights(url),))
+    bb = load_backbone("auto", verbose=False, download=False)
     assert (bb.name, bb.weights_id) == ("resnet50", "IMAGENET1K_V2")
-    assert "hub cache" in bb.reason
+    assert "hub cache" in bb.reason and "hash checked" in bb.reason
+    assert bb.classifier is not None               # known ImageNet weights keep their classes
 
 
 def test_auto_offline_falls_back_to_lite0_with_a_notice(capsys):

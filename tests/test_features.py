@@ -17,7 +17,7 @@ from helpers.datasets import build_photo_variants
 from helpers.indexes import normalize
 from helpers.features import (FeatureError, extract, load_features, load_or_extract,
                               save_features)
-from helpers.manifest import Manifest, scan
+from helpers.manifest import Manifest, refresh, scan
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "hubble_deep_field", "immunohistochemistry")
 
@@ -48,7 +48,6 @@ def test_extract_gives_aligned_float32_vectors(photos, lite0):
     np.testing.assert_allclose(alone.vectors[0], fs.vectors[2], rtol=1e-4, atol=1e-5)
     assert fs.meta["manifest_hash"] == photos.content_hash()
     assert (fs.meta["backbone"], fs.meta["dim"], fs.meta["precision"]) == ("efficientnet_lite0", 1280, "fp32")
-    assert fs.images_per_second > 0
     assert fs.meta["decode"] == "full"
 
 
@@ -128,6 +127,35 @@ def test_cache_hit_miss_and_invalidation(photos, lite0, tmp_path):
     assert load_or_extract(fewer, renamed, cache, progress=False)[1] == "cache hit"
 
 
+def test_cache_is_rebuilt_when_the_precision_changes(photos, lite0, tmp_path):
+    cache = tmp_path / "cache"
+    fp32, _ = load_or_extract(photos, lite0, cache, progress=False)
+    bf16, status = load_or_extract(photos, lite0, cache, precision="bf16", progress=False)
+    assert status == "cache miss: precision changed" and bf16.meta["precision"] == "bf16"
+    assert not np.array_equal(bf16.vectors, fp32.vectors)      # really extracted again
+    assert load_or_extract(photos, lite0, cache, precision="bf16", progress=False)[1] == "cache hit"
+
+
+def test_cache_is_rebuilt_when_a_file_changes_at_the_same_path(photos, lite0, tmp_path):
+    """The notebooks rescan with `refresh` before `load_or_extract`: a photo replaced under the
+    same name changes the manifest's content hash, so its old vector is never served."""
+    cache = tmp_path / "cache"
+    csv_path = tmp_path / "manifest.csv"
+    manifest = refresh(photos.root, csv_path, progress=False).manifest
+    before, _ = load_or_extract(manifest, lite0, cache, progress=False)
+    target, source = manifest[0], manifest[2]
+    manifest.abspath(target).write_bytes(manifest.abspath(source).read_bytes())
+    stale = extract(manifest, lite0, progress=False)            # the old manifest: refused per image
+    assert [f[0] for f in stale.failures] == [target.id] and "rescan" in stale.failures[0][2]
+    rescanned = refresh(photos.root, csv_path, progress=False)
+    assert rescanned.changes.changed == [target.path]
+    after, status = load_or_extract(rescanned.manifest, lite0, cache, progress=False)
+    assert status == "cache miss: images changed"
+    row = {int(i): n for n, i in enumerate(after.ids)}
+    assert np.allclose(after.vectors[row[target.id]], before.vectors[row[source.id]], atol=1e-5)
+    assert not np.allclose(after.vectors[row[target.id]], before.vectors[row[target.id]], atol=1e-3)
+
+
 def test_cli_writes_the_three_files(photos, tmp_path, capsys):
     csv_path = photos.save(tmp_path / "manifest.csv")
     out = tmp_path / "features.npy"
@@ -140,7 +168,9 @@ def test_cli_writes_the_three_files(photos, tmp_path, capsys):
     assert np.array_equal(np.load(tmp_path / "features.ids.npy"), photos.ids)
     meta = json.loads((tmp_path / "features.json").read_text())
     assert meta["manifest_hash"] == Manifest.load(csv_path).content_hash() and meta["failures"] == []
+    capsys.readouterr()
     assert main(["features", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.csv'}: no such manifest file\n"
 
 
 def test_retrieval_on_photo_variants_is_far_above_chance(tmp_path, lite0):

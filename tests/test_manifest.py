@@ -88,11 +88,11 @@ def test_save_load_round_trip_and_paths_relative_to_csv(photo_folder, tmp_path):
     moved = Manifest.load(outside)
     assert list(moved) == list(result.manifest) and moved.root == result.manifest.root
     assert moved.abspath(moved[0]).resolve() == (photo_folder / "cats" / "cats_0.jpg").resolve()
-    assert moved.content_hash() != "" and loaded.content_hash() == result.manifest.content_hash()
+    assert moved.content_hash() == loaded.content_hash() == result.manifest.content_hash()
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda rows: [rows[0].replace("id,", "ident,")] + rows[1:], "missing columns"),
+    (lambda rows: [rows[0].replace("id,", "ident,")] + rows[1:], r"not a manifest \(no id column\)"),
     (lambda rows: rows[:2] + [rows[1]], "unique"),
     (lambda rows: rows[:1] + ["x" + rows[1]] + rows[2:], "bad value"),
 ])
@@ -124,3 +124,14 @@ def test_refresh_saves_and_keeps_ids(photo_folder, tmp_path):
     second = refresh(photo_folder, csv_path, progress=False)
     assert second.changes.added == ["aaa.jpg"]
     assert {e.path: e.id for e in first.manifest}.items() <= {e.path: e.id for e in second.manifest}.items()
+
+
+def test_labelled_only_with_two_or_more_subfolders(photo_folder, tmp_path):
+    assert scan(photo_folder, progress=False).manifest.labelled            # cats/, dogs/
+    flat = tmp_path / "flat"
+    for i in range(3):
+        write_photo(flat / f"{i}.jpg", i)
+    assert not scan(flat, progress=False).manifest.labelled
+    write_photo(flat / "one_album" / "x.jpg", 7)                           # one label is no label
+    m = scan(flat, progress=False).manifest
+    assert set(m.labels) == {"unlabelled", "one_album"} and not m.labelled

@@ -52,8 +52,24 @@ def test_notebooks_follow_the_template():
         assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_ci_runs_exactly_the_readme_test_command_then_the_browser_test():
     readme = (REPO / "README.md").read_text()
-    assert "make test" in readme and "make run" in readme
-    ci = [l for l in (REPO / ".ci" / "run").read_text().splitlines() if l and not l.startswith(("#", "set ", "cd "))]
-    assert ci == ["make test"]
+    assert "make test" in readme and "make run" in readme and "make browser-test" in readme
+    text = (REPO / ".ci" / "run").read_text()
+    ci = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith(("#", "set ", "cd "))]
+    assert ci[0] == "make test" and ci[-1] == "make browser-test"
+    assert "apt-get install -y chromium" in text, "CI installs Debian's chromium when it is missing"
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert "-m 'not browser'" in pyproject, "`make test` leaves the browser test out"
+
+
+def test_one_minimum_python_everywhere():
+    """pyproject, the Makefile's check, the README and environment.yml name the same minimum."""
+    import tomllib
+
+    need = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert need == ">=3.11"
+    assert "sys.version_info < (3, 11)" in (REPO / "Makefile").read_text()
+    assert "Python 3.11 or newer" in (REPO / "README.md").read_text()
+    assert re.search(r"^\s*- python=3\.11$", (REPO / "environment.yml").read_text(), re.M)
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")

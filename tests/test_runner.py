@@ -1,0 +1,70 @@
+"""helpers.runner (`make run`): every notebook gets a summary line, whatever happens to it."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from helpers.runner import run_all
+
+CELLS = {
+    "01_ok": ["from helpers import presentation as show", "show.record('answer', 42, 'units')"],
+    "02_error": ["raise ValueError('the claim did not hold')"],
+    "03_dead_kernel": ["import os", "os._exit(1)"],
+    "04_timeout": ["import time", "time.sleep(600)"],
+    "05_after": ["from helpers import presentation as show", "show.record('still ran', 1.5)"],
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The five notebooks above, for `run_all` with a 30-second cell timeout: ample for the
+    others on a busy machine (4 s was not), far below 04's sleep."""
+    folder = tmp_path_factory.mktemp("notebooks")
+    paths = []
+    for name, cells in CELLS.items():
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        paths.append(folder / f"{name}.ipynb")
+        nbformat.write(nb, paths[-1])
+    out = folder / "build"
+    return out, paths
+
+
+def test_failures_are_summarised_and_the_run_goes_on(run, capfd, monkeypatch):
+    out, paths = run
+    monkeypatch.setenv("SIMSEARCH_SCALE", "quick")
+    failed = run_all(out, paths, timeout=30)
+    stdout, stderr = capfd.readouterr()
+    assert failed == 3
+    summary = stdout[stdout.index("=== 5 notebooks"):].splitlines()
+    assert summary[0] == f"=== 5 notebooks executed into {out} (quick scale): 2 ok, 3 failed ==="
+    status = {line.split()[0]: line.split(" s  ", 1)[1] for line in summary[1:6]}
+    assert status == {"01_ok": "ok",
+                      "02_error": "FAILED: ValueError: the claim did not hold",
+                      "03_dead_kernel": "FAILED: the kernel died (out of memory, or a crash in native code?)",
+                      "04_timeout": "FAILED: a cell ran past the timeout",
+                      "05_after": "ok"}
+    measured = [line.split() for line in summary[7:]]
+    assert summary[6] == "=== measured in this run ===" and measured == [
+        ["01_ok", "answer", "42", "units"], ["05_after", "still", "ran", "1.5"]]
+    # nothing else: no kernel warnings or progress debris between the lines
+    progress = re.compile(r"^(running \d\d_\w+\.ipynb \.\.\.|  (ok|FAILED) in \d+ s)$")
+    assert all(progress.match(line) for line in stdout[: stdout.index("\n=== 5")].splitlines())
+    assert stderr == ""
+    for path in paths:   # every notebook saved with its outputs, failed or not
+        assert (out / path.name).is_file() and (out / path.with_suffix(".html").name).is_file()
+    saved = nbformat.read(out / "02_error.ipynb", as_version=4)
+    assert saved.cells[0].outputs[0]["ename"] == "ValueError"
+
+
+def test_a_bad_setting_stops_before_any_notebook(run, capsys, monkeypatch):
+    from helpers.__main__ import main
+
+    monkeypatch.setenv("SIMSEARCH_SCALE", "medium")
+    assert main(["run"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == ("error: SIMSEARCH_SCALE='medium' is not a setting the course knows: "
+                                 "use one of quick, full.\n")
