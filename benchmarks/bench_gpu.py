@@ -6,10 +6,13 @@
    core, on its BLAS path; recall@10 of the GPU's answer against the CPU's.
 2. IVF on the GPU at recall@10 >= 0.95 against the GPU's exact search (Faiss GPU build only).
 3. feature extraction (`helpers.features.extract`, random ResNet50: the weights do not change
-   the speed) end to end on the GPU (DataLoader workers on every core decoding JPEGs, pinned
-   memory, non-blocking copies, channels_last) against the forward pass alone in the same
-   configuration, and against extraction on every CPU core of the same machine (on a few hundred
-   images, to keep the run short); fp16 and bf16 autocast measured against fp32 (speed, cosine).
+   the speed) end to end on the GPU (DataLoader workers on every core, pinned memory,
+   non-blocking copies, channels_last) against the forward pass alone in the same configuration,
+   and against extraction on every CPU core of the same machine (on a few hundred images, to keep
+   the run short). Side by side: the previous configuration (decoder "pil", each worker with
+   torch's default threads), "pil" with one thread a worker, the GPU default "tensor" and
+   "nvjpeg" (skipped with the reason where it cannot run), the last two in fp32, fp16 and bf16;
+   each with the cosine of its features to the GPU's "pil" fp32 features and to the CPU's.
 
 The vectors are generated on the GPU with torch: clusters (so that IVF has structure to use),
 queries drawn from the same clusters. The JPEGs (640x480) come from bench_features.write_jpegs.
@@ -38,6 +41,7 @@ from _goal import goal  # noqa: E402  (benchmarks/ is on the path: this script's
 from bench_features import write_jpegs  # noqa: E402
 from helpers.backbones import load_backbone  # noqa: E402
 from helpers.evaluate import median_seconds, recall_at_k  # noqa: E402
+from helpers import features  # noqa: E402
 from helpers.features import extract  # noqa: E402
 from helpers.gpu import cpu_cores, gpu_status, torch_knn  # noqa: E402
 from helpers.indexes import blas_threshold  # noqa: E402
@@ -161,45 +165,76 @@ def forward_rate(model, batch: torch.Tensor, n: int, precision: str, device: str
     return steps * len(batch) / (time.perf_counter() - start)
 
 
+def timed_extract(manifest: Manifest, bb, device: str, **kw) -> tuple[float, np.ndarray, dict]:
+    """Images per second end to end, the unit vectors and the metadata of one extraction."""
+    start = time.perf_counter()
+    fs = extract(manifest, bb, device=device, progress=False, **kw)
+    rate = len(manifest) / (time.perf_counter() - start)
+    assert not fs.failures, fs.failures[:3]
+    return rate, fs.vectors / np.linalg.norm(fs.vectors, axis=1, keepdims=True), fs.meta
+
+
 def extraction_goals(args, manifest: Manifest, device: str) -> None:
     bb = load_backbone(args.backbone, verbose=False)
     precisions = ["fp32", "fp16", "bf16"] if device.startswith("cuda") else ["fp32", "bf16"]
     n = len(manifest)
     warm = Manifest(manifest.root, list(manifest)[: min(n, 256)])
-    extract(warm, bb, device=device, progress=False)   # warm-up: kernels, workers, file cache
-    rates, feats = {}, {}
-    for p in precisions:
-        start = time.perf_counter()
-        fs = extract(manifest, bb, device=device, precision=p, progress=False)
-        rates[p] = n / (time.perf_counter() - start)
-        assert not fs.failures, fs.failures[:3]
-        feats[p] = fs.vectors / np.linalg.norm(fs.vectors, axis=1, keepdims=True)
-    meta = fs.meta
+    nvjpeg_problem = features.decoder_problem("nvjpeg", device)
+    decoders = [d for d in features.DECODERS if d != "nvjpeg" or not nvjpeg_problem]
+    for d in decoders:   # warm-up: kernels, workers, file cache, the decoder
+        extract(warm, bb, device=device, decoder=d, progress=False)
+    rows = {}   # (label, precision) -> (rate, unit vectors, meta)
+    threads = features.WORKER_THREADS
+    try:   # the previous configuration: each worker with torch's default threads
+        features.WORKER_THREADS = 0
+        rows["previous", "fp32"] = timed_extract(manifest, bb, device, decoder="pil")
+    finally:
+        features.WORKER_THREADS = threads
+    rows["pil", "fp32"] = timed_extract(manifest, bb, device, decoder="pil")
+    for d in decoders[1:]:
+        for p in precisions:
+            rows[d, p] = timed_extract(manifest, bb, device, decoder=d, precision=p)
     model = bb.model.to(device, memory_format=torch.channels_last)
     crop = max(bb.preprocessing["crop"])
-    batch = torch.randn(meta["batch_size"], 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
+    batch_size = rows["pil", "fp32"][2]["batch_size"]
+    batch = torch.randn(batch_size, 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
     forward = {p: forward_rate(model, batch, n, p, device) for p in precisions}
     model.to("cpu")
-    print(f"extraction: {n:,} JPEGs 640x480, {args.backbone}, on {meta['device_name']}, batch "
-          f"{meta['batch_size']}, {meta['num_workers']} DataLoader workers", flush=True)
-    for p in precisions:
-        cos = (feats[p] * feats["fp32"]).sum(axis=1)
-        print(f"  {p}: end to end {rates[p]:7,.0f} images/s, forward only {forward[p]:7,.0f} images/s "
-              f"({rates[p] / forward[p]:.2f} of it), {rates[p] / rates['fp32']:.2f}x fp32, cosine to fp32 "
-              f"min {cos.min():.5f} mean {cos.mean():.5f}", flush=True)
 
     few = Manifest(manifest.root, list(manifest)[: min(n, args.cpu_images)])
     extract(Manifest(few.root, list(few)[:8]), bb, device="cpu", progress=False)   # warm-up
-    start = time.perf_counter()
-    cpu_fs = extract(few, bb, device="cpu", progress=False)
-    cpu_rate = len(few) / (time.perf_counter() - start)
-    cpu_vs_gpu = (feats["fp32"][: len(few)] * cpu_fs.vectors
-                  / np.linalg.norm(cpu_fs.vectors, axis=1, keepdims=True)).sum(axis=1)
-    print(f"  CPU, {torch.get_num_threads()} threads, batch {cpu_fs.meta['batch_size']}, "
-          f"{cpu_fs.meta['num_workers']} workers: {cpu_rate:,.1f} images/s on {len(few)} images; cosine of "
-          f"the GPU's fp32 features to the CPU's min {cpu_vs_gpu.min():.5f}", flush=True)
-    goal("extraction_gpu_fp32_end_to_end_vs_forward", rates["fp32"] / forward["fp32"], GOAL_END_TO_END)
-    goal("extraction_gpu_fp32_vs_cpu_all_cores", rates["fp32"] / cpu_rate, GOAL_VS_CPU)
+    cpu_rate, cpu_vectors, cpu_meta = timed_extract(few, bb, "cpu")
+
+    meta = rows["pil", "fp32"][2]
+    print(f"extraction: {n:,} JPEGs 640x480, {args.backbone}, on {meta['device_name']}, batch {batch_size}; "
+          f"forward only: " + ", ".join(f"{p} {forward[p]:,.0f}" for p in precisions) + " images/s", flush=True)
+    if nvjpeg_problem:
+        print(f"  nvjpeg: skipped, {nvjpeg_problem}", flush=True)
+    reference = rows["pil", "fp32"][1]
+    for (label, p), (rate, vectors, meta) in rows.items():
+        what = {"previous": f"pil, torch's {torch.get_num_threads()} threads in each worker (before)",
+                "pil": "pil, 1 torch thread a worker"}.get(label, label)
+        if label == features.GPU_DECODER:
+            what += " (the GPU default)"
+        if meta["decoder"] != label.replace("previous", "pil"):
+            what += f" [fell back to {meta['decoder']}: see the warning]"
+        to_gpu_pil = (vectors * reference).sum(axis=1)
+        to_cpu = (vectors[: len(few)] * cpu_vectors).sum(axis=1)
+        print(f"  {what}, {p}, {meta['num_workers']} workers: end to end {rate:7,.0f} images/s "
+              f"({rate / forward[p]:.2f} of forward); cosine to GPU pil fp32 min {to_gpu_pil.min():.5f}, "
+              f"to the CPU's features min {to_cpu.min():.5f} mean {to_cpu.mean():.5f}", flush=True)
+    print(f"  CPU, {torch.get_num_threads()} threads, batch {cpu_meta['batch_size']}, decoder "
+          f"{cpu_meta['decoder']}, {cpu_meta['num_workers']} workers: {cpu_rate:,.1f} images/s on "
+          f"{len(few)} images", flush=True)
+    name = "extraction_gpu_fp32_end_to_end_vs_forward"
+    goal(f"{name}_previous", rows["previous", "fp32"][0] / forward["fp32"], GOAL_END_TO_END)
+    default = rows.get((features.GPU_DECODER, "fp32"), rows["pil", "fp32"])[0]
+    goal(name, default / forward["fp32"], GOAL_END_TO_END)
+    if ("nvjpeg", "fp32") in rows:
+        goal(f"{name}_nvjpeg", rows["nvjpeg", "fp32"][0] / forward["fp32"], GOAL_END_TO_END)
+    else:
+        goal(f"{name}_nvjpeg", None, GOAL_END_TO_END, skipped=nvjpeg_problem)
+    goal("extraction_gpu_fp32_vs_cpu_all_cores", default / cpu_rate, GOAL_VS_CPU)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,7 @@ def _features(args: argparse.Namespace) -> int:
     import json
 
     from .backbones import BackboneError, load_backbone
-    from .features import BATCH_SIZE, FeatureError, companion_paths, extract, save_features
+    from .features import FeatureError, companion_paths, extract, save_features
     from .manifest import Manifest, ManifestError
     from .settings import SettingsError, load_settings
 
@@ -126,10 +126,10 @@ def _features(args: argparse.Namespace) -> int:
             return _error(refusal)
         manifest = Manifest.load(args.manifest)
         backbone = load_backbone(args.backbone or settings.backbone, args.weights or settings.weights)
-        fs = extract(manifest, backbone, batch_size=args.batch_size or BATCH_SIZE, normalize=args.normalize,
+        fs = extract(manifest, backbone, batch_size=args.batch_size, normalize=args.normalize,
                      precision=args.precision, jpeg_draft=args.fast_jpeg, progress=not args.quiet)
         save_features(fs, out)
-    except (SettingsError, ManifestError, BackboneError, FeatureError) as err:
+    except (SettingsError, ManifestError, BackboneError, FeatureError, ValueError) as err:
         return _error(str(err))
     except OSError as err:
         return _error(f"{err.filename or args.out}: {err.strerror or err}")
@@ -345,9 +345,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: SIMSEARCH_BACKBONE or auto")
     p.add_argument("--weights", help="a local ResNet50 weights file (default: SIMSEARCH_WEIGHTS)")
     p.add_argument("--batch-size", type=int,
-                   help="images per forward pass (default: helpers.features.BATCH_SIZE, chosen by measurement)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: faster on CPUs with native bfloat16, slightly different features")
+                   help="images per forward pass (default: the device's, chosen by measurement: "
+                        "helpers.features.BATCH_SIZE on the CPU, GPU_BATCH_SIZE on a GPU)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="bf16: faster on CPUs with native bfloat16, slightly different features; "
+                        "fp16: GPU only")
     p.add_argument("--fast-jpeg", action="store_true",
                    help="decode large JPEGs at reduced scale: faster, features move slightly")
     p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors (for cosine)")

@@ -228,7 +228,7 @@ def test_extraction_on_the_gpu_matches_the_cpu(photos, lite0):
 
     cpu = extract(photos, lite0, device="cpu", progress=False)
     gpu = extract(photos, lite0, device="cuda", progress=False)
-    workers = _workers_that_fit(cpu_cores(), 64, lite0)   # every core, unless /dev/shm is small
+    workers = _workers_that_fit(cpu_cores(), 64, lite0, 1)   # every core, unless /dev/shm is small (uint8 crops)
     assert (gpu.meta["device"], gpu.meta["batch_size"], gpu.meta["num_workers"]) == ("cuda", 64, workers)
     assert np.array_equal(gpu.ids, cpu.ids) and gpu.vectors.dtype == np.float32
     assert next(lite0.model.parameters()).device.type == "cpu", "the backbone goes back where it was"
@@ -250,5 +250,133 @@ def test_gpu_workers_fit_in_shared_memory(monkeypatch, lite0):
     assert features._workers_that_fit(16, 64, lite0) == 0      # a container's 64 MB /dev/shm
     monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 20 * batch_bytes))
     assert features._workers_that_fit(16, 64, lite0) == 5      # half of it, 2 batches a worker
+    assert features._workers_that_fit(16, 64, lite0, 1) == 16  # uint8 crops: a quarter of the bytes
     monkeypatch.setattr(features.shutil, "disk_usage", lambda path: usage(0, 0, 2**40))
     assert features._workers_that_fit(16, 64, lite0) == 16
+
+
+@pytest.fixture
+def odd_jpegs(photos):
+    """The photos plus JPEGs that must not take the fast path: EXIF-rotated, progressive, grey."""
+    cat = Image.fromarray(skimage.data.chelsea()).resize((200, 150))
+    exif = Image.Exif()
+    exif[0x0112] = 6   # rotate 90 degrees when shown
+    cat.save(photos.root / "rotated.jpg", exif=exif)
+    cat.save(photos.root / "progressive.jpg", progressive=True)
+    cat.convert("L").save(photos.root / "grey.jpg")
+    return scan(photos.root, progress=False).manifest
+
+
+def test_plain_jpeg_takes_only_baseline_rgb_jpegs(odd_jpegs):
+    from helpers.features import plain_jpeg
+
+    verdict = {e.path.split("/")[-1]: plain_jpeg(odd_jpegs.abspath(e).read_bytes()) for e in odd_jpegs}
+    assert verdict == {"0_chelsea.jpg": True, "1_coffee.png": False, "2_rocket.jpg": True,
+                       "3_astronaut.png": False, "4_hubble_deep_field.jpg": True,
+                       "5_immunohistochemistry.jpg": True, "grey.jpg": False, "progressive.jpg": False,
+                       "rotated.jpg": False}, verdict
+    whole = odd_jpegs.abspath(list(odd_jpegs)[0]).read_bytes()
+    assert not plain_jpeg(whole[:-100]) and not plain_jpeg(b"\xff\xd8 not a jpeg \xff\xd9")
+
+
+@pytest.mark.parametrize("decoder", ["tensor", "nvjpeg"])
+def test_tensor_decoders_give_the_pil_features(odd_jpegs, lite0, decoder, monkeypatch):
+    """The GPU's decoders, run on the CPU (nvjpeg's batch decoding with decode_jpeg on the CPU):
+    same ids, features at cosine > 0.999 image by image (a rotation left out would fail)."""
+    from helpers import features
+
+    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "")
+    pil = extract(odd_jpegs, lite0, device="cpu", normalize=True, progress=False)
+    fast = extract(odd_jpegs, lite0, device="cpu", decoder=decoder, normalize=True, batch_size=4,
+                   num_workers=1, progress=False)
+    assert np.array_equal(fast.ids, pil.ids) and not fast.failures
+    assert fast.meta["decoder"] == decoder and fast.meta["decode"] == features.decode_mode(lite0, False, decoder)
+    assert fast.meta["decode"] != pil.meta["decode"] == "full"
+    cos = (fast.vectors * pil.vectors).sum(axis=1)
+    assert cos.min() > 0.999, cos
+    assert not np.array_equal(fast.vectors, pil.vectors)   # it did take another route
+
+
+@pytest.mark.parametrize("decoder", ["tensor", "nvjpeg"])
+def test_tensor_decoders_record_broken_images_as_pil_does(photos, lite0, decoder, monkeypatch):
+    from helpers import features
+
+    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "")
+    entries = list(photos)
+    for i, data in ((0, photos.abspath(entries[0]).read_bytes()[:300]),            # truncated JPEG
+                    (2, b"\xff\xd8" + b"\x00" * 500 + b"\xff\xd9")):            # JPEG markers, no image
+        photos.abspath(entries[i]).write_bytes(data)
+        entries[i] = dataclasses.replace(entries[i], sha256=hashlib.sha256(data).hexdigest())
+    broken = Manifest(photos.root, entries)
+    pil = extract(broken, lite0, device="cpu", batch_size=4, progress=False)
+    fast = extract(broken, lite0, device="cpu", decoder=decoder, batch_size=4, progress=False)
+    assert fast.failures == pil.failures and [f[0] for f in fast.failures] == [entries[0].id, entries[2].id]
+    assert np.array_equal(fast.ids, pil.ids) and len(fast) == 4
+
+
+def test_decode_jpegs_refuses_image_by_image(photos):
+    import torch
+
+    from helpers.features import decode_jpegs
+
+    good = torch.frombuffer(bytearray(photos.abspath(list(photos)[0]).read_bytes()), dtype=torch.uint8)
+    bad = torch.frombuffer(bytearray(b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9"), dtype=torch.uint8)
+    out = decode_jpegs([good, bad, good], "cpu")
+    assert out[1] is None and out[0].shape == out[2].shape == (3, 120, 160)
+
+
+def test_pick_decoder_defaults_and_fallbacks(monkeypatch):
+    from helpers import features
+    from helpers.features import GPU_DECODER, decoder_problem, pick_decoder
+
+    assert decoder_problem("tensor", "cpu") == "" and "CUDA" in decoder_problem("nvjpeg", "cpu")
+    assert pick_decoder(None, "cpu") == ("pil", "")   # the CPU path is unchanged
+    decoder, why = pick_decoder("nvjpeg", "cpu")
+    assert decoder == "tensor" and "nvJPEG decodes on a CUDA GPU" in why
+    with pytest.raises(ValueError, match="jpeg_draft decodes with PIL"):
+        pick_decoder("tensor", "cpu", jpeg_draft=True)
+    with pytest.raises(ValueError, match="decoder 'dali'"):
+        pick_decoder("dali", "cpu")
+    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "")
+    assert pick_decoder(None, "cuda") == (GPU_DECODER, "") and pick_decoder(None, "cuda", True)[0] == "pil"
+    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "no image extension")
+    assert pick_decoder("nvjpeg", "cuda")[0] == "pil"
+
+
+def test_cache_is_keyed_by_decoder(photos, lite0, tmp_path):
+    cache = tmp_path / "cache"
+    load_or_extract(photos, lite0, cache, device="cpu", progress=False)
+    assert load_or_extract(photos, lite0, cache, device="cpu", decoder="tensor",
+                           progress=False)[1] == "cache miss: decoding changed"
+    assert load_or_extract(photos, lite0, cache, device="cpu", decoder="tensor", progress=False)[1] == "cache hit"
+
+
+def test_workers_run_torch_with_one_thread():
+    import torch
+
+    from helpers.features import _one_thread_per_worker
+
+    before = torch.get_num_threads()
+    try:
+        _one_thread_per_worker(1, 0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_takes_fp16_and_refuses_it_on_the_cpu(photos, tmp_path, capsys):
+    csv_path = photos.save(tmp_path / "manifest.csv")
+    assert main(["features", str(csv_path), "--out", str(tmp_path / "f.npy"), "--backbone",
+                 "efficientnet_lite0", "--precision", "fp16", "--quiet"]) == 2
+    assert "precision 'fp16' is for GPUs" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("decoder", ["tensor", "nvjpeg"])
+def test_gpu_decoders_match_the_cpu(odd_jpegs, lite0, decoder):
+    cpu = extract(odd_jpegs, lite0, device="cpu", normalize=True, progress=False)
+    gpu = extract(odd_jpegs, lite0, device="cuda", decoder=decoder, normalize=True, progress=False)
+    assert gpu.meta["decoder"] == decoder, "nvJPEG fell back: see the warning"
+    assert np.array_equal(gpu.ids, cpu.ids) and not gpu.failures
+    cos = (gpu.vectors * cpu.vectors).sum(axis=1)
+    assert cos.min() > 0.99, cos   # cuDNN may use TF32 for "fp32" convolutions (torch's default)
