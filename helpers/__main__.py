@@ -8,21 +8,21 @@ from pathlib import Path
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from .manifest import Manifest, ManifestError, scan
+    from .manifest import Manifest, ManifestError, refresh, skipped_path_for
 
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
         print(f"error: {folder}: no such folder", file=sys.stderr)
         return 2
-    previous = None
+    keep_ids = True
     if out.exists():
         try:
-            previous = Manifest.load(out)
+            Manifest.load(out)
         except ManifestError as err:
             print(f"warning: ignoring the existing {out} ({err}); ids start afresh", file=sys.stderr)
-    result = scan(folder, previous, exclude=[out, out.with_name(out.name.removesuffix(".csv") + ".skipped.csv")],
-                  progress=not args.quiet)
-    manifest_path, skipped_path = result.save(out)
+            keep_ids = False
+    result = refresh(folder, out, keep_ids=keep_ids, progress=not args.quiet)
+    manifest_path, skipped_path = out, skipped_path_for(out)
     print(f"indexed {len(result.manifest)} files, skipped {len(result.skipped)} -> {manifest_path}"
           f" (skipped report: {skipped_path})")
     if result.changes is not None:
