@@ -60,6 +60,11 @@ def make_data(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return xb, ids, queries
 
 
+def pq_m(d: int) -> int:
+    """PQ sub-quantisers for dimension d: 64 when d allows (d = 2048 or 256), at least 4 dimensions each."""
+    return max(x for x in range(1, min(64, max(1, d // 4)) + 1) if d % x == 0)
+
+
 def build(key: str, xb, ids, train_x, ef_construction: int | None = None) -> tuple[faiss.Index, float, float]:
     """`faiss.index_factory(d, key, METRIC_INNER_PRODUCT)`, trained on `train_x` and filled with
     `add_with_ids`; returns the index and its train and add seconds."""
@@ -119,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     nlist = ix.suggest_nlist(n)
     per_centroid = ix.MIN_POINTS_PER_CENTROID   # IVF's nlist centroids and PQ's 256 per sub-quantiser
     train_x = xb[np.random.default_rng(args.seed).choice(n, min(n, per_centroid * max(nlist, 256)), replace=False)]
-    m = max(x for x in range(1, 65) if d % x == 0)       # PQ sub-quantisers: 64 when d allows
     d_pca = min(256, d // 2)
-    m_pca = max(x for x in range(1, 65) if d_pca % x == 0)
+    m, m_pca = pq_m(d), pq_m(d_pca)
     print(f"nlist {nlist} (suggest_nlist), {len(train_x):,} training vectors, PQ m={m}, PCA to {d_pca}", flush=True)
 
     rows = Table(title=f"{n:,} x {d}, {len(queries):,} queries, k={k}, cosine (inner product on unit vectors)")
