@@ -10,7 +10,10 @@ The database is "real" features plus distractors fitted to them (helpers.distrac
 ones are synthetic stand-ins (clustered, non-negative, 1/i spectrum) unless --features is given.
 Queries are real features held out of the database; ground truth is exact search
 (`helpers.evaluate.ground_truth`). Every index is built as the notebooks build it: a
-`faiss.index_factory` string, `train`, `add_with_ids`; search parameters are set with
+`faiss.index_factory` string, `train`, `add_with_ids`. Indexes with a PCA step are built
+with METRIC_L2 instead: PCA subtracts the vectors' mean, which changes inner products (and the
+ranking: non-negative CNN features have a large mean) but not L2 distances, and on unit vectors
+L2 ranks exactly as cosine. Search parameters are set with
 `faiss.ParameterSpace` strings ("nprobe=16", "efSearch=32,k_factor_rf=4") by
 `helpers.evaluate.measure` / `sweep`.
 
@@ -65,10 +68,15 @@ def pq_m(d: int) -> int:
     return max(x for x in range(1, min(64, max(1, d // 4)) + 1) if d % x == 0)
 
 
+def metric_for(key: str) -> int:
+    """METRIC_INNER_PRODUCT (cosine on unit vectors), or METRIC_L2 behind a PCA (see the docstring)."""
+    return faiss.METRIC_L2 if "PCA" in key else faiss.METRIC_INNER_PRODUCT
+
+
 def build(key: str, xb, ids, train_x, ef_construction: int | None = None) -> tuple[faiss.Index, float, float]:
-    """`faiss.index_factory(d, key, METRIC_INNER_PRODUCT)`, trained on `train_x` and filled with
+    """`faiss.index_factory(d, key, metric_for(key))`, trained on `train_x` and filled with
     `add_with_ids`; returns the index and its train and add seconds."""
-    index = faiss.index_factory(xb.shape[1], key, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(xb.shape[1], key, metric_for(key))
     if ef_construction is not None:   # not a search parameter: set on the HNSW layer before adding
         next(layer for layer in ix.layers(index) if isinstance(layer, faiss.IndexHNSW)).hnsw.efConstruction = \
             ef_construction
