@@ -2,6 +2,10 @@
 
     goal: <name> measured <value> target <target> met|missed
     goal: <name> skipped: <reason> target <target>
+
+A goal that was measured but could not be reached at all (no setting reached the recall it is
+defined at) reads `measured none ... missed`; one that could not be measured here (no GPU, an
+engine that would not start) says `skipped:` and why.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ def goal(name: str, measured: float | None, target: float, unit: str = "x",
          higher_is_better: bool = True, skipped: str = "") -> str:
     """Print (and return) one goal line; `skipped` gives the reason a goal could not be measured."""
     bound = f"{'>=' if higher_is_better else '<='}{target:g}{unit}"
-    if skipped or measured is None:
-        line = f"goal: {name} skipped: {skipped or 'not measured'} target {bound}"
+    if skipped:
+        line = f"goal: {name} skipped: {skipped} target {bound}"
+    elif measured is None:
+        line = f"goal: {name} measured none target {bound} missed"
     else:
         met = measured >= target if higher_is_better else measured <= target
         line = f"goal: {name} measured {measured:.4g}{unit} target {bound} {'met' if met else 'missed'}"

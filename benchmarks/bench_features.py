@@ -12,7 +12,7 @@ so a machine shared with other work slows them alike and the ratios stay fair; e
 how much of the CPUs other processes used meanwhile.
 
 It writes its own JPEGs (640x480, random crops of photos scikit-image ships) into a temporary
-folder, and ends with one line per goal: `goal: <name> measured <value> target <target> met|missed`.
+folder, and ends with one goal line per goal (benchmarks/_goal.py).
 
     python benchmarks/bench_features.py                 # 1,000 images, random ResNet50
     python benchmarks/bench_features.py --n 100 --precision bf16
@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._goal import goal  # noqa: E402
 from helpers.backbones import load_backbone  # noqa: E402
 from helpers.indexes import normalize  # noqa: E402
 from helpers.features import BATCH_SIZE, extract  # noqa: E402
@@ -109,11 +110,6 @@ def forward_chunk(model, tensors, batch_size: int, precision: str) -> None:
             model(tensors[i:i + batch_size].contiguous(memory_format=torch.channels_last)).float()
 
 
-def goal(name: str, measured: float, target: float) -> str:
-    verdict = "met" if measured >= target else "missed"
-    return f"goal: {name} measured {measured:.2f} target {target} {verdict}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000, help="number of JPEGs (default 1000)")
@@ -160,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
         loop_rate = clocks["loop"].rate(args.n)
         print(f"loop, per image (fp32):        {loop_rate:6.1f} images/s {clocks['loop'].note()}")
-        goals = []
+        goals = []   # (name, measured, target), printed together at the end
         for p in args.precision:
             rate, fwd = clocks[f"helpers_{p}"].rate(args.n), clocks[f"forward_{p}"].rate(args.n)
             cos = (normalize(np.concatenate(feats[f"helpers_{p}"]))
@@ -169,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rate / loop_rate:.2f}x the loop, cosine to its features min {cos.min():.5f}")
             print(f"forward only ({p}):          {fwd:6.1f} images/s {clocks[f'forward_{p}'].note()}: "
                   f"helpers reach {rate / fwd:.2f} of it")
-            goals += [goal(f"helpers_{p}_vs_loop", rate / loop_rate, GOAL_VS_LOOP),
-                      goal(f"helpers_{p}_vs_forward", rate / fwd, GOAL_VS_FORWARD)]
-        print("\n".join(goals))
+            goals += [(f"helpers_{p}_vs_loop", rate / loop_rate, GOAL_VS_LOOP),
+                      (f"helpers_{p}_vs_forward", rate / fwd, GOAL_VS_FORWARD)]
+        for name, measured, target in goals:
+            goal(name, measured, target)
     return 0
 
 

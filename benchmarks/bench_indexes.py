@@ -1,20 +1,29 @@
 """Every index type on one database: recall@10, QPS, memory and build time, and the course's goals.
 
-    nice python benchmarks/bench_indexes.py                      # 100,000 x 2048, 1,000 queries
-    python benchmarks/bench_indexes.py --n 20000 --d 256 --nq 200  # a check in about a minute
-    python benchmarks/bench_indexes.py --features real.npy         # your own (n, d) features
+    nice python benchmarks/bench_indexes.py                          # 100,000 x 2048, 1,000 queries
+    python benchmarks/bench_indexes.py --n 20000 --d 256 --nq 200      # a check in about a minute
+    python benchmarks/bench_indexes.py --features real.npy             # your own (n, d) features
 
+The metric is the course's: cosine similarity, i.e. every vector L2-normalised
+(`faiss.normalize_L2`) and searched by inner product (`faiss.METRIC_INNER_PRODUCT`).
 The database is "real" features plus distractors fitted to them (helpers.distractors); the real
 ones are synthetic stand-ins (clustered, non-negative, 1/i spectrum) unless --features is given.
-Queries are real features held out of the database; ground truth is exact (Flat) search.
+Queries are real features held out of the database; ground truth is exact search
+(`helpers.evaluate.ground_truth`). Every index is built as the notebooks build it: a
+`faiss.index_factory` string, `train`, `add_with_ids`. Indexes with a PCA step are built
+with METRIC_L2 instead: PCA subtracts the vectors' mean, which changes inner products (and the
+ranking: non-negative CNN features have a large mean) but not L2 distances, and on unit vectors
+L2 ranks exactly as cosine. Search parameters are set with
+`faiss.ParameterSpace` strings ("nprobe=16", "efSearch=32,k_factor_rf=4") by
+`helpers.evaluate.measure` / `sweep`.
+
 IVF and HNSW (Faiss's and hnswlib's alike) are swept (nprobe, efSearch) and measured at their
-first setting with recall@10 >= 0.95;
-compressed indexes are measured at nprobe 16. Memory is the serialized index, ids included:
-a refine stage keeps every full vector, so it counts. hnswlib's HNSW, with the same M and
-efConstruction, is the peer. HNSW is also measured on PCA-reduced vectors with exact
-re-ranking (PCA256,HNSW32,RFlat): the usual answer when full-dimension graph walks are too slow.
-The last lines read `goal: <name> measured <value> target <target> met|missed`; the PCA variant's
-line is extra, the plain HNSWFlat line is the course's goal.
+first setting with recall@10 >= 0.95; compressed indexes are measured at nprobe 16. Memory is
+the serialized index, ids included: a refine stage keeps every full vector, so it counts.
+hnswlib's HNSW, with the same M and efConstruction, is the peer. HNSW is also measured on
+PCA-reduced vectors with exact re-ranking (PCA256,HNSW32,RFlat): the usual answer when
+full-dimension graph walks are too slow. The last lines are goal lines (benchmarks/_goal.py);
+the PCA variant's line is extra, the plain HNSWFlat line is the course's goal.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._goal import goal  # noqa: E402
 from helpers import distractors, evaluate, indexes as ix  # noqa: E402
 from helpers.presentation import Table  # noqa: E402
 
@@ -37,27 +47,51 @@ REFINE_FACTOR = 4
 
 
 def make_data(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Database vectors, their ids, and held-out real queries."""
+    """Unit-norm database vectors, their ids, and held-out real queries (unit norm too)."""
     rng = np.random.default_rng(args.seed)
     if args.features:
         real = ix.as_float32_matrix(np.load(args.features), name=args.features)
     else:
         real, _ = distractors.synthetic_features(args.n_real + args.nq, args.d, n_classes=max(1, args.n_real // 100),
                                                  seed=args.seed)
-    real = real[rng.permutation(len(real))]
+    real = ix.normalize(real[rng.permutation(len(real))])   # cosine: unit vectors, inner product
     queries, real_db = real[:args.nq], real[args.nq:args.nq + args.n]
     n_fill = args.n - len(real_db)
     xb, ids = distractors.with_distractors(real_db, np.arange(len(real_db)) * 10 + 7, n_fill, args.seed + 1)
-    print(f"database {len(xb):,} x {xb.shape[1]} = {len(real_db):,} real + {n_fill:,} distractors; "
-          f"{len(queries):,} held-out real queries", flush=True)
+    print(f"database {len(xb):,} x {xb.shape[1]} = {len(real_db):,} real + {n_fill:,} distractors (unit "
+          f"vectors, cosine); {len(queries):,} held-out real queries", flush=True)
     return xb, ids, queries
 
 
+def pq_m(d: int) -> int:
+    """PQ sub-quantisers for dimension d: 64 when d allows (d = 2048 or 256), at least 4 dimensions each."""
+    return max(x for x in range(1, min(64, max(1, d // 4)) + 1) if d % x == 0)
+
+
+def metric_for(key: str) -> int:
+    """METRIC_INNER_PRODUCT (cosine on unit vectors), or METRIC_L2 behind a PCA (see the docstring)."""
+    return faiss.METRIC_L2 if "PCA" in key else faiss.METRIC_INNER_PRODUCT
+
+
+def build(key: str, xb, ids, train_x, ef_construction: int | None = None) -> tuple[faiss.Index, float, float]:
+    """`faiss.index_factory(d, key, metric_for(key))`, trained on `train_x` and filled with
+    `add_with_ids`; returns the index and its train and add seconds."""
+    index = faiss.index_factory(xb.shape[1], key, metric_for(key))
+    if ef_construction is not None:   # not a search parameter: set on the HNSW layer before adding
+        next(layer for layer in ix.layers(index) if isinstance(layer, faiss.IndexHNSW)).hnsw.efConstruction = \
+            ef_construction
+    with evaluate.Timer() as train:
+        index.train(train_x)
+    with evaluate.Timer() as add:
+        index.add_with_ids(xb, ids)
+    return index, train.seconds, add.seconds
+
+
 def hnswlib_sweep(xb, ids, queries, truth, M, ef_construction, efs, k, repeats, threads) -> tuple[Table, dict]:
-    """hnswlib's HNSW over the same vectors: an efSearch sweep and its build facts."""
+    """hnswlib's HNSW over the same unit vectors by inner product: an efSearch sweep and its build facts."""
     import hnswlib
 
-    index = hnswlib.Index(space="l2", dim=xb.shape[1])   # squared L2, as Faiss
+    index = hnswlib.Index(space="ip", dim=xb.shape[1])   # 1 - inner product: cosine on unit vectors
     start = time.perf_counter()
     index.init_index(max_elements=len(xb), ef_construction=ef_construction, M=M, random_seed=100)
     index.set_num_threads(threads)
@@ -71,12 +105,6 @@ def hnswlib_sweep(xb, ids, queries, truth, M, ef_construction, efs, k, repeats, 
         table.append({"index": "hnswlib", "efSearch": ef, f"recall@{k}": evaluate.recall_at_k(found, truth, k),
                       "1-recall@1": evaluate.one_recall_at_1(found, truth), "QPS": len(queries) / seconds})
     return table, facts
-
-
-def goal(name: str, measured: float | None, target: float, unit: str = "") -> str:
-    shown = "none" if measured is None else f"{measured:.3g}{unit}"
-    met = measured is not None and measured >= target
-    return f"goal: {name} measured {shown} target >={target:g}{unit} {'met' if met else 'missed'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,64 +132,54 @@ def main(argv: list[str] | None = None) -> int:
     nlist = ix.suggest_nlist(n)
     per_centroid = ix.MIN_POINTS_PER_CENTROID   # IVF's nlist centroids and PQ's 256 per sub-quantiser
     train_x = xb[np.random.default_rng(args.seed).choice(n, min(n, per_centroid * max(nlist, 256)), replace=False)]
-    m = max(x for x in range(1, 65) if d % x == 0)       # PQ sub-quantisers: 64 when d allows
     d_pca = min(256, d // 2)
+    m, m_pca = pq_m(d), pq_m(d_pca)
     print(f"nlist {nlist} (suggest_nlist), {len(train_x):,} training vectors, PQ m={m}, PCA to {d_pca}", flush=True)
 
-    rows = Table(title=f"{n:,} x {d}, {len(queries):,} queries, k={k}")
+    rows = Table(title=f"{n:,} x {d}, {len(queries):,} queries, k={k}, cosine (inner product on unit vectors)")
 
-    def run(name, index, **params):
-        built = ix.build(index, xb, ids, train_x)
-        row = evaluate.measure(name, built, queries, truth, k, repeats=repeats, single_queries=20, **params)
+    def run(key: str, params: str = "", ef_construction: int | None = None) -> dict:
+        index, train_s, add_s = build(key, xb, ids, train_x, ef_construction)
+        row = evaluate.measure(key, index, queries, truth, k, params=params, repeats=repeats, single_queries=20,
+                               train_s=train_s, add_s=add_s)
         rows.append(row)
-        print(f"  {name}: recall@{k} {row[f'recall@{k}']:.3f}, QPS {row['QPS']:,.0f}, "
-              f"{row['memory MB']:.1f} MB, build {built.build_s:.1f} s", flush=True)
-        return built.index
+        print(f"  {key} {params}: recall@{k} {row[f'recall@{k}']:.3f}, QPS {row['QPS']:,.0f}, "
+              f"{row['memory MB']:.1f} MB, build {train_s + add_s:.1f} s", flush=True)
+        return row
 
-    def swept(name, index, param, values):
-        table = evaluate.sweep(name, index, queries, truth, param, values, k, repeats=repeats)
+    def swept(key: str, param: str, values: list, fixed: str = "", ef_construction: int | None = None) -> dict:
+        """Sweep `param`, then measure the first value reaching TARGET_RECALL (else the last)."""
+        index, train_s, add_s = build(key, xb, ids, train_x, ef_construction)
+        if fixed:
+            faiss.ParameterSpace().set_index_parameters(index, fixed)
+        table = evaluate.sweep(key, index, queries, truth, param, values, k, repeats=repeats)
         print(table.to_text(), flush=True)
-        best = table.first(lambda r: r[f"recall@{k}"] >= TARGET_RECALL)
-        return best[param] if best else values[-1]
+        best = table.first(lambda r: r[f"recall@{k}"] >= TARGET_RECALL) or table[-1]
+        params = ",".join(x for x in (fixed, f"{param}={best[param]}") if x)
+        row = evaluate.measure(key, index, queries, truth, k, params=params, repeats=repeats, single_queries=20,
+                               train_s=train_s, add_s=add_s)
+        rows.append(row)
+        return row
 
     with ix.blas_threshold(0):    # Flat at its best, whatever the batch (see notebook 03)
-        run("Flat", ix.flat(d))
-    flat_qps, flat_mb = rows[0]["QPS"], rows[0]["memory MB"]
+        flat_row = run("IDMap,Flat")
+    flat_qps, flat_mb = flat_row["QPS"], flat_row["memory MB"]
 
-    ivf = ix.build(ix.ivf_flat(d, nlist), xb, ids, train_x)
-    nprobe = swept("IVFFlat", ivf.index, "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128) if v <= nlist])
-    rows.append(evaluate.measure(f"IVF{nlist},Flat", ivf, queries, truth, k, repeats=repeats, single_queries=20,
-                                 nprobe=nprobe))
-    ivf_row = rows[-1]
-    del ivf
-
-    run(f"PQ{m}", ix.pq(d, m))
-    run(f"IVF{nlist},PQ{m}", ix.ivf_pq(d, nlist, m), nprobe=COMPRESSED_NPROBE)
-    run(f"IVF{nlist},PQ{m} + RefineFlat x8", ix.refine_flat(ix.ivf_pq(d, nlist, m), k_factor=8), nprobe=COMPRESSED_NPROBE)
-    run(f"PCA{d_pca},IVF{nlist},PQ{m}", ix.with_pca(d, ix.ivf_pq(d_pca, nlist, m)), nprobe=COMPRESSED_NPROBE)
-    run(f"OPQ{m}_{d_pca},IVF{nlist},PQ{m}", ix.with_opq(d, ix.ivf_pq(d_pca, nlist, m), m), nprobe=COMPRESSED_NPROBE)
-    sq = run(f"PCA{d_pca},IVF{nlist},SQ8", ix.from_factory(d, f"PCA{d_pca},IVF{nlist},SQ8"), nprobe=COMPRESSED_NPROBE)
-    swept(f"PCA{d_pca},IVF{nlist},SQ8", sq, "nprobe", [v for v in (4, 16, 64) if v <= nlist])
-    del sq
+    ivf_row = swept(f"IVF{nlist},Flat", "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128) if v <= nlist])
+    nprobe = f"nprobe={min(COMPRESSED_NPROBE, nlist)}"
+    run(f"IDMap,PQ{m}")
+    run(f"IVF{nlist},PQ{m}", nprobe)
+    run(f"IDMap,IVF{nlist},PQ{m},RFlat", f"{nprobe},k_factor_rf=8")
+    run(f"PCA{d_pca},IVF{nlist},PQ{m_pca}", nprobe)
+    run(f"OPQ{m_pca}_{d_pca},IVF{nlist},PQ{m_pca}", nprobe)
+    swept(f"PCA{d_pca},IVF{nlist},SQ8", "nprobe", [v for v in (4, 16, 64) if v <= nlist])
 
     efs = [16, 24, 32, 48, 64, 96, 128, 256]
-    hnsw = ix.build(ix.hnsw(d, args.M, args.ef_construction), xb, ids)
-    ef = swept(f"HNSW{args.M}", hnsw.index, "efSearch", efs)
-    rows.append(evaluate.measure(f"HNSW{args.M} efC{args.ef_construction}", hnsw, queries, truth, k, repeats=repeats,
-                                 single_queries=20, efSearch=ef))
-    hnsw_row = rows[-1]
-    del hnsw
-
+    hnsw_row = swept(f"IDMap,HNSW{args.M}", "efSearch", efs, ef_construction=args.ef_construction)
     # A 2048-d graph walk reads 8 KB a visited vector: walk a PCA-reduced copy instead, then
-    # re-rank k_factor*k candidates with exact full-dimension distances.
-    name = f"PCA{d_pca},HNSW{args.M},RFlat x{REFINE_FACTOR}"
-    small = ix.refine_flat(ix.with_pca(d, ix.hnsw(d_pca, args.M, args.ef_construction, id_map=False)),
-                           k_factor=REFINE_FACTOR)
-    small = ix.build(small, xb, ids, train_x)
-    ef_small = swept(name, small.index, "efSearch", efs)
-    rows.append(evaluate.measure(name, small, queries, truth, k, repeats=repeats, single_queries=20, efSearch=ef_small))
-    pca_hnsw_row = rows[-1]
-    del small
+    # re-rank k_factor*k candidates with exact full-dimension inner products.
+    pca_hnsw_row = swept(f"IDMap,PCA{d_pca},HNSW{args.M},RFlat", "efSearch", efs,
+                         fixed=f"k_factor_rf={REFINE_FACTOR}", ef_construction=args.ef_construction)
 
     peer_row = None
     if not args.skip_hnswlib:
@@ -180,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nat recall@{k} >= {TARGET_RECALL}: IVF {ivf_row['setting']}, HNSW {hnsw_row['setting']}"
           + (f", hnswlib {peer_row['setting']}" if peer_row else ""))
     for row in (ivf_row, hnsw_row, pca_hnsw_row):
-        print(f"{row['index']} one query at a time: {row['QPS 1-by-1'] / rows[0]['QPS 1-by-1']:.0f}x Flat's QPS")
+        print(f"{row['index']} one query at a time: {row['QPS 1-by-1'] / flat_row['QPS 1-by-1']:.0f}x Flat's QPS")
     if best:
         print(f"best compressed index: {best['index']} at {flat_mb / best['memory MB']:.1f}x less memory than Flat")
     print(f"total {time.perf_counter() - started:.0f} s\n")
@@ -188,13 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     def qps_ratio(row, base):
         return row["QPS"] / base if row[f"recall@{k}"] >= TARGET_RECALL else None
 
-    print(goal(f"ivf_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(ivf_row, flat_qps), 5, "x"))
-    print(goal(f"hnsw_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(hnsw_row, flat_qps), 15, "x"))
-    print(goal(f"pca_hnsw_refine_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(pca_hnsw_row, flat_qps), 15, "x"))
+    goal(f"ivf_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(ivf_row, flat_qps), 5)
+    goal(f"hnsw_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(hnsw_row, flat_qps), 15)
+    goal(f"pca_hnsw_refine_qps_over_flat_at_recall{TARGET_RECALL}", qps_ratio(pca_hnsw_row, flat_qps), 15)
     if peer_row:
         ratio = qps_ratio(hnsw_row, peer_row["QPS"]) if peer_row[f"recall@{k}"] >= TARGET_RECALL else None
-        print(goal(f"hnsw_qps_over_hnswlib_at_recall{TARGET_RECALL}", ratio, 1.0, "x"))
-    print(goal(f"compressed_recall@{k}_at_1/16_flat_memory", best[f"recall@{k}"] if best else None, 0.85))
+        goal(f"hnsw_qps_over_hnswlib_at_recall{TARGET_RECALL}", ratio, 1.0)
+    goal(f"compressed_recall@{k}_at_1/16_flat_memory", best[f"recall@{k}"] if best else None, 0.85, unit="")
     return 0
 
 

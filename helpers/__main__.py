@@ -59,7 +59,7 @@ def _starts_with(prefix: bytes) -> Callable[[Path], bool]:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from .manifest import SKIPPED_COLUMNS, Manifest, scan, skipped_path_for
+    from .manifest import SKIPPED_COLUMNS, refresh, skipped_path_for
 
     folder, out = Path(args.folder), Path(args.out)
     skipped_csv = skipped_path_for(out)
@@ -71,10 +71,10 @@ def _manifest(args: argparse.Namespace) -> int:
     }, args.force)
     if refusal:
         return _error(refusal)
-    previous = Manifest.load(out) if out.is_file() and _is_manifest(out) else None
+    keep_ids = out.is_file() and _is_manifest(out)     # a foreign file replaced with --force: ids afresh
     try:
-        result = scan(folder, previous, exclude=[out, skipped_csv], progress=not args.quiet)
-        manifest_path, skipped_path = result.save(out)
+        result = refresh(folder, out, keep_ids=keep_ids, progress=not args.quiet)
+        manifest_path, skipped_path = out, skipped_csv
     except OSError as err:
         return _error(f"{err.filename or out}: {err.strerror or err}")
     m = result.manifest

@@ -242,13 +242,14 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         id_, path, sha = self.items[i]
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = Path(path).read_bytes()   # read once: hashed, then decoded from memory
             if hashlib.sha256(data).hexdigest() != sha:
                 return id_, None, "file changed since the manifest was made; rescan the folder"
             if self.decoder == "pil":
-                return id_, self.transform(open_rgb(path, min_side=self.min_side)), None
+                return id_, self.transform(open_rgb(path, min_side=self.min_side, data=data)), None
             return id_, self._tensor(data, path), None
+        except OSError as err:
+            return id_, None, f"cannot read file ({err.strerror or err})"
         except ImageLoadError as err:
             return id_, None, err.reason
         except Exception as err:  # one bad file must not stop the run: record it, whatever it was

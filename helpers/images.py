@@ -7,6 +7,7 @@ The file's content decides its format, never its suffix.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,21 +37,23 @@ class ImageInfo:
     frames: int
 
 
-def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> Image.Image:
-    """Open, check the size before decoding, then decode the whole first frame.
+def _decode(path: Path, max_pixels: int, min_side: int | None = None,
+            data: bytes | None = None) -> Image.Image:
+    """Open, check the size before decoding, then decode the whole first frame (from `data`, the
+    file's bytes already read, when given: `path` then only names the file in errors).
 
     With `min_side`, a JPEG is decoded at the strongest reduction of 1/2, 1/4, 1/8 that keeps
     its short side >= min_side (libjpeg scales while it decodes: far less work than a full decode).
     """
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
     except OSError as err:
         raise ImageLoadError(path, f"cannot read file ({err.strerror or err})") from err
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(path)
+            img = Image.open(path if data is None else io.BytesIO(data))
         except UnidentifiedImageError as err:
             raise ImageLoadError(path, "not an image (unknown or unsupported format)") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -112,17 +115,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def open_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
+def open_rgb(path: str | Path, max_pixels: int = MAX_PIXELS, min_side: int | None = None,
+             data: bytes | None = None) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image, upright as its EXIF says.
 
     `min_side`: the caller will shrink the image so its short side is this long anyway, so a
     JPEG may be decoded at reduced scale (1/2 to 1/8) with at least that many pixels left on its
     short side: much faster for large photos; pixel values differ slightly from a full decode
     followed by resizing. None (default): full-size decode.
+    `data`: the file's bytes, when the caller has read them already (feature extraction hashes
+    them): decoded from memory, so the file is read once and what is decoded is what was hashed.
     Raises `ImageLoadError` with a readable reason for anything that is not a usable image.
     """
     path = Path(path)
-    img = _decode(path, max_pixels, min_side)
+    img = _decode(path, max_pixels, min_side, data)
     try:
         upright = ImageOps.exif_transpose(img)
         rgb = to_rgb(upright)

@@ -141,12 +141,8 @@ class Manifest:
     def save(self, csv_path: str | Path) -> Path:
         """Write as CSV; paths are stored relative to the CSV's own folder."""
         csv_path = Path(csv_path)
-        base = csv_path.parent.resolve()
-        rows = []
-        for e in self.entries:
-            rel = Path(os.path.relpath(self.root / e.path, base)).as_posix()
-            rows.append({**asdict(e), "path": rel,
-                         "duplicate_of": "" if e.duplicate_of is None else e.duplicate_of})
+        rows = [{**asdict(e), "path": _relative_to_csv(self.root / e.path, csv_path),
+                 "duplicate_of": "" if e.duplicate_of is None else e.duplicate_of} for e in self.entries]
         _write_csv(csv_path, COLUMNS, rows)
         return csv_path
 
@@ -215,17 +211,25 @@ class ScanResult:
         return text + (f"; since the previous scan: {self.changes}" if self.changes else "")
 
     def save(self, csv_path: str | Path) -> tuple[Path, Path]:
-        """Write the manifest and, beside it, `<name>.skipped.csv` (columns path, reason)."""
+        """Write the manifest and, beside it, `<name>.skipped.csv` (columns path, reason); both
+        give paths relative to the CSVs' own folder."""
         csv_path = Path(csv_path)
         self.manifest.save(csv_path)
         skipped_path = skipped_path_for(csv_path)
-        _write_csv(skipped_path, SKIPPED_COLUMNS, [asdict(s) for s in self.skipped])
+        _write_csv(skipped_path, SKIPPED_COLUMNS,
+                   [{"path": _relative_to_csv(self.manifest.root / s.path, csv_path), "reason": s.reason}
+                    for s in self.skipped])
         return csv_path, skipped_path
 
 
 def skipped_path_for(csv_path: str | Path) -> Path:
     csv_path = Path(csv_path)
     return csv_path.with_name(csv_path.name.removesuffix(".csv") + ".skipped.csv")
+
+
+def _relative_to_csv(path: Path, csv_path: Path) -> str:
+    """`path` as a POSIX path relative to the folder that holds `csv_path`."""
+    return Path(os.path.relpath(path, csv_path.parent.resolve())).as_posix()
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
@@ -352,13 +356,16 @@ def diff(old: Manifest, new: Manifest) -> Changes:
 
 
 
-def refresh(folder: str | Path, csv_path: str | Path, **scan_kw) -> ScanResult:
-    """Scan `folder` keeping the ids of the manifest saved at `csv_path` (if any), and save.
+def refresh(folder: str | Path, csv_path: str | Path, *, keep_ids: bool = True, **scan_kw) -> ScanResult:
+    """Scan `folder` keeping the ids of the manifest saved at `csv_path` (if any), and save
+    it there with its skipped report (notebook 01; the `manifest` command).
 
     This is how a notebook builds or updates the manifest that earlier notebooks made.
+    `keep_ids=False` ignores the saved manifest: ids start afresh. An unreadable saved manifest
+    raises ManifestError.
     """
     csv_path = Path(csv_path)
-    previous = Manifest.load(csv_path) if csv_path.is_file() else None
+    previous = Manifest.load(csv_path) if keep_ids and csv_path.is_file() else None
     result = scan(folder, previous, exclude=[csv_path, skipped_path_for(csv_path)], **scan_kw)
     result.save(csv_path)
     return result

@@ -31,7 +31,8 @@ def test_manifest_command_writes_manifest_and_skipped_report(photo_folder, tmp_p
     assert len(Manifest.load(out)) == n_good
     with open(tmp_path / "manifest.skipped.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {r["path"] for r in rows} == {f"odd/{n}" for n, o in expect.items() if o != "ok"}
+    # relative to the CSV's folder, as the manifest's own paths are
+    assert {r["path"] for r in rows} == {f"photos/odd/{n}" for n, o in expect.items() if o != "ok"}
     assert all(r["reason"] for r in rows)
 
 

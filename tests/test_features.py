@@ -59,12 +59,14 @@ def test_a_broken_image_mid_batch_does_not_stop_the_run(photos, lite0):
     truncated.write_bytes(data)
     entries[1] = dataclasses.replace(entries[1], sha256=hashlib.sha256(data).hexdigest())
     photos.abspath(entries[2]).write_bytes(b"replaced after the scan")   # changed since the scan
+    photos.abspath(entries[4]).unlink()                                  # deleted since the scan
     fs = extract(Manifest(photos.root, entries), lite0, batch_size=4, progress=False)
-    assert [f[0] for f in fs.failures] == [entries[1].id, entries[2].id]
+    assert [f[0] for f in fs.failures] == [entries[1].id, entries[2].id, entries[4].id]
     reasons = [f[2] for f in fs.failures]
     assert "truncated" in reasons[0] or "corrupt" in reasons[0], reasons[0]
     assert "changed since the manifest" in reasons[1]
-    keep = [0, 3, 4, 5]
+    assert reasons[2].startswith("cannot read file"), reasons[2]
+    keep = [0, 3, 5]
     assert np.array_equal(fs.ids, clean.ids[keep])
     np.testing.assert_allclose(fs.vectors, clean.vectors[keep], rtol=1e-4, atol=1e-5)
 

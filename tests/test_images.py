@@ -23,6 +23,8 @@ def test_every_odd_mode_opens_as_8bit_rgb(problems):
         img = open_rgb(folder / name)
         assert img.mode == "RGB", name
         assert np.asarray(img).dtype == np.uint8
+        from_bytes = open_rgb(folder / name, data=(folder / name).read_bytes())   # as extraction reads
+        assert np.array_equal(np.asarray(from_bytes), np.asarray(img)), name
 
 
 @pytest.mark.parametrize("name, word", [("empty.jpg", "empty"), ("truncated.jpg", "truncated"),
@@ -33,6 +35,9 @@ def test_broken_files_raise_one_type_with_a_reason(problems, name, word):
     with pytest.raises(ImageLoadError) as info:
         open_rgb(folder / name)
     assert word in info.value.reason
+    assert info.value.path.endswith(name)
+    with pytest.raises(ImageLoadError, match=word) as info:
+        open_rgb(folder / name, data=(folder / name).read_bytes())
     assert info.value.path.endswith(name)
     with pytest.raises(ImageLoadError):
         probe(folder / name)

@@ -124,6 +124,25 @@ def test_refresh_saves_and_keeps_ids(photo_folder, tmp_path):
     second = refresh(photo_folder, csv_path, progress=False)
     assert second.changes.added == ["aaa.jpg"]
     assert {e.path: e.id for e in first.manifest}.items() <= {e.path: e.id for e in second.manifest}.items()
+    fresh = refresh(photo_folder, csv_path, keep_ids=False, progress=False)
+    assert fresh.changes is None and fresh.manifest.entry(0).path == "aaa.jpg"   # ids start afresh
+    csv_path.write_text("not,a,manifest\n")
+    with pytest.raises(ManifestError, match="not a manifest"):
+        refresh(photo_folder, csv_path, progress=False)
+
+
+@pytest.mark.parametrize("where", ["outside", "inside"])
+def test_manifest_and_skipped_report_give_paths_relative_to_the_same_folder(photo_folder, tmp_path, where):
+    (photo_folder / "cats" / "notes.jpg").write_text("not an image")
+    csv_path = (tmp_path / "work" if where == "outside" else photo_folder) / "manifest.csv"
+    result = scan(photo_folder, progress=False, exclude=[csv_path, skipped_path_for(csv_path)])
+    manifest_csv, skipped_csv = result.save(csv_path)
+    base = csv_path.parent
+    listed = [row.split(",")[1] for row in manifest_csv.read_text().splitlines()[1:]]
+    skipped = [row.split(",")[0] for row in skipped_csv.read_text().splitlines()[1:]]
+    assert skipped == [Path(os.path.relpath(photo_folder / "cats" / "notes.jpg", base)).as_posix()]
+    assert all((base / p).resolve().is_file() for p in listed + skipped)   # both resolve from one folder
+    assert ("../photos/cats/notes.jpg" if where == "outside" else "cats/notes.jpg") in skipped[0]
 
 
 def test_labelled_only_with_two_or_more_subfolders(photo_folder, tmp_path):
