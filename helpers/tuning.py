@@ -12,13 +12,13 @@
 - `pareto_front(rows)`: the rows no other row beats on both recall and speed.
 
 Bytes a vector (serialized, ids included; d = dimension after any PCA/OPQ reduction):
-  Flat 4d + 8 (IDMap ids) · IVF..,Flat 4d + 8 · IVF..,SQ8 d + 8 · IVF..,SQfp16 2d + 8 ·
+  Flat 4d + 8 (IDMap ids) · IVF..,Flat 4d + 8 · IVF..,SQ<b> d*b/8 + 8 · IVF..,SQfp16 2d + 8 ·
   IVF..,PQm m + 8 · HNSW<M> 4d + 4(2M + M/(M-1)) + 12 + 8: the bottom layer keeps 2M links of
   4 bytes, upper layers M links each for the 1/(M-1) of a layer a vector has on average, a level
   (4 bytes) and an offset (8 bytes). The wiki's rounder "d*4 + M*2*4" leaves out the last three
   terms. · RFlat adds the full vectors, 4 x the input d.
 Fixed parts: IVF's centroids (nlist x 4d, and an HNSW graph over them for IVF.._HNSW), PQ's
-codebooks (2**nbits x 4d), SQ8's ranges (2 x 4d), PCA's matrices (4 x (d_in^2 + d_out x d_in)),
+codebooks (2**nbits x 4d), SQ's ranges (2 x 4d), PCA's matrices (4 x (d_in^2 + d_out x d_in)),
 OPQ's rotation (4 x d_out x d_in).
 """
 
@@ -102,7 +102,7 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     """The serialized size in bytes of `faiss.index_factory(d, factory)` holding n vectors.
 
     Understands the strings `recommend` writes: [IDMap,] [PCA<D>|OPQ<m>_<D>,] one of Flat,
-    HNSW<M>[,Flat], IVF<K>[_HNSW<M>],Flat|SQ8|SQfp16|PQ<m>[x<b>], PQ<m>[x<b>], then [,RFlat].
+    HNSW<M>[,Flat], IVF<K>[_HNSW<M>],Flat|SQ4|SQ6|SQ8|SQfp16|PQ<m>[x<b>], PQ<m>[x<b>], then [,RFlat].
     Formulas in the module docstring; tests hold them to 5% of the built index plus 64 KiB.
     """
     parts = [p.strip() for p in factory.split(",") if p.strip()]
@@ -134,8 +134,9 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     code = parts[0]
     if code == "Flat":
         total += 4 * n * d
-    elif code in ("SQ8", "SQ4", "SQfp16"):
-        total += n * {"SQ8": d, "SQ4": math.ceil(d / 2), "SQfp16": 2 * d}[code] + (8 * d if code != "SQfp16" else 0)
+    elif code in ("SQ8", "SQ6", "SQ4", "SQfp16"):
+        bits = {"SQ8": 8, "SQ6": 6, "SQ4": 4, "SQfp16": 16}[code]
+        total += n * math.ceil(d * bits / 8) + (8 * d if bits < 16 else 0)
     elif m := re.fullmatch(r"PQ(\d+)(?:x(\d+))?", code):
         pm, nbits = int(m.group(1)), int(m.group(2) or 8)
         total += n * math.ceil(pm * nbits / 8) + 4 * d * 2 ** nbits
@@ -185,8 +186,10 @@ def _candidates(n: int, d: int, target: float):
            f"the full vectors fit but not a graph: IVF with nlist={nlist} (4*sqrt(N) band) stores them in cells")
     yield (f"{ivf},SQfp16", _train_size(n, nlist), "nprobe", probes, "",
            "the full vectors do not fit: 16-bit floats halve them and lose almost nothing")
-    yield (f"{ivf},SQ8", _train_size(n, nlist), "nprobe", probes, "",
-           "8 bits a dimension (a quarter of float32) keep recall high")
+    for code, bits in (("SQ8", 8), ("SQ6", 6), ("SQ4", 4)):
+        yield (f"{ivf},{code}", _train_size(n, nlist), "nprobe", probes, "",
+               f"the full vectors do not fit: {bits} bits a dimension ({bits}/32 of float32) keep recall high "
+               "and train in a moment")
     if n < POINTS_PER_CENTROID[0] * 256:
         top = max(1, int(math.log2(max(2, n // POINTS_PER_CENTROID[0]))))
         codes = sorted(((m, b) for m in (64, 32, 16, 8, 4, 2, 1) if d % m == 0 for b in range(top, min(top, 4) - 1, -1)),
@@ -195,12 +198,17 @@ def _candidates(n: int, d: int, target: float):
             yield (f"IDMap,PQ{m}x{nbits}", n, None, (), "",
                    f"N={n:,} is below the 256 x 39 vectors 8-bit PQ trains on: {nbits}-bit PQ{m}, scanned exhaustively")
         return
-    for m in (256, 192, 128, 96, 64, 48, 32, 24, 16, 8, 4):
+    for m in sorted((m for m in range(128, d // 2 + 1) if d % m == 0), reverse=True):
+        yield (f"{ivf},PQ{m}", _train_size(n, nlist, pq=True), "nprobe", probes, "",
+               f"tight budget: PQ{m} keeps {m} bytes a vector (+8 for its id), {d // m} dims a sub-quantiser; "
+               "with this many sub-quantisers an OPQ rotation gains little and trains slowly")
+    for m in (64, 48, 32, 24, 16, 8, 4):
         dr = min(4 * m, d - d % m)   # OPQ reduces to D = 4m (4 dims a sub-quantiser) when d allows; m divides D
         if dr < m:
             continue
         yield (f"OPQ{m}_{dr},{ivf},PQ{m}", _train_size(n, nlist, pq=True), "nprobe", probes, "",
-               f"tight budget: OPQ rotates and reduces to {dr} dims, PQ{m} keeps {m} bytes a vector (+8 for its id)")
+               f"tight budget: OPQ rotates and reduces to {dr} dims (a rotation keeps inner products, "
+               f"unlike PCA's centring), PQ{m} keeps {m} bytes a vector (+8 for its id)")
 
 
 def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95, metric: str = "cosine") -> Recommendation:
@@ -208,8 +216,8 @@ def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95, m
 
     memory_budget: bytes, a string like "200MB", or None for no limit. The first candidate in the
     guidelines' order whose `estimate_memory` fits is returned: Flat (small N or near-exact target),
-    PCA-reduced HNSW + exact re-ranking (d >= 512), HNSW32, IVF..,Flat, IVF..,SQfp16, IVF..,SQ8,
-    OPQ+IVF..,PQ with the most bytes that fit. Raises NoIndexFits when none fits. Notebook 08.
+    PCA-reduced HNSW + exact re-ranking (d >= 512), HNSW32, IVF..,Flat, IVF..,SQfp16/SQ8/SQ6/SQ4,
+    IVF..,PQm (m >= 128) then OPQ+IVF..,PQm, the most bytes that fit. Raises NoIndexFits when none fits. Notebook 08.
     """
     if int(n) != n or n < 1 or int(d) != d or d < 1:
         raise ValueError(f"n and d must be positive integers, got n={n!r}, d={d!r}")

@@ -71,7 +71,9 @@ def test_recommend_follows_the_guidelines_order():
     flat = 100_000 * 4 * 1280
     assert recommend(100_000, 1280, 1.02 * flat).factory.endswith(",Flat")         # full vectors, no graph: IVF
     assert recommend(100_000, 1280, 1.02 * flat).param == "nprobe"
-    assert recommend(100_000, 1280, flat / 4).factory.endswith("PQ256")            # tight: OPQ + PQ
+    assert recommend(100_000, 1280, flat / 4).factory.endswith("SQ6")              # tight: fewer bits a dimension
+    assert recommend(100_000, 1280, flat / 16).factory == "IVF1024,PQ160"          # tighter: PQ, m divides d
+    assert recommend(100_000, 128, 100_000 * 4 * 128 / 16).factory.startswith("OPQ")  # low d: OPQ + few bytes
     assert recommend(100_000, 1280, flat / 1.9).factory.endswith("SQfp16")
     assert recommend(100_000, 1280, flat / 2.5).factory.endswith("SQ8")
     assert recommend(10**8, 96, None).factory.startswith("IVF1048576_HNSW32")     # too many for HNSW
@@ -101,7 +103,7 @@ def test_budget_strings():
 
 @pytest.mark.parametrize("factory,n,d", [
     ("IDMap,Flat", 3000, 128), ("IDMap,HNSW32,Flat", 3000, 128), ("IDMap,HNSW8,Flat", 3000, 64),
-    ("IVF32,Flat", 3000, 128), ("IVF32_HNSW32,Flat", 3000, 128), ("IVF32,SQ8", 3000, 128),
+    ("IVF32,Flat", 3000, 128), ("IVF32_HNSW32,Flat", 3000, 128), ("IVF32,SQ8", 3000, 128), ("IVF32,SQ6", 3000, 100), ("IVF32,SQ4", 3000, 128),
     ("IVF32,SQfp16", 3000, 100), ("IVF16,PQ16", 10_000, 64), ("OPQ8_32,IVF16,PQ8", 10_000, 64),
     ("PCA32,IVF16,SQ8", 3000, 128), ("IDMap,PCA32,HNSW16,RFlat", 3000, 256), ("IDMap,PQ8x6", 3000, 64),
 ])
