@@ -118,12 +118,17 @@ def autofaiss_ready(log) -> str | None:
     return str(python) if subprocess.run(check, capture_output=True).returncode == 0 else None
 
 
-def run_autofaiss(python, xb_path, name, budget_bytes, cores, log):
+def run_autofaiss(python, xb_path, name, budget_bytes, cores, log, timeout_s):
     """autofaiss's build_index in its venv; the index (ids are row numbers) and its infos, or None."""
     index_path, infos_path = WORK / f"autofaiss_{name}.index", WORK / f"autofaiss_{name}.json"
+    index_path.unlink(missing_ok=True)
     memory = f"{int(budget_bytes)}B" if budget_bytes else "1000G"
-    done = subprocess.run([python, "-c", AUTOFAISS_RUN, str(xb_path), str(index_path), str(infos_path), memory,
-                           str(cores)], capture_output=True, text=True)
+    try:
+        done = subprocess.run([python, "-c", AUTOFAISS_RUN, str(xb_path), str(index_path), str(infos_path), memory,
+                               str(cores)], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"  autofaiss did not finish within {timeout_s} s for {name} (--autofaiss-timeout)", flush=True)
+        return None, None
     log.write(done.stdout + done.stderr)
     if done.returncode or not index_path.exists():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -138,6 +143,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Faiss threads for both sides")
     parser.add_argument("--no-autofaiss", action="store_true", help="our side only")
+    parser.add_argument("--autofaiss-timeout", type=int, default=3600, help="seconds one autofaiss build may take")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
@@ -182,12 +188,14 @@ def main(argv=None) -> int:
         del index
         if not python:
             continue
-        theirs, infos = run_autofaiss(python, xb_path, name, budget, args.threads, log)
+        theirs, infos = run_autofaiss(python, xb_path, name, budget, args.threads, log,
+                                      args.autofaiss_timeout)
         if theirs is None:
             continue
         faiss.ParameterSpace().set_index_parameters(theirs, infos["index_param"])
         as_tuned = measure_settings(theirs, [infos["index_param"]], test_q, row_truth, K, args.repeats)[0]
-        rows.append({"side": "autofaiss", "budget": name, "index": infos["index_key"], **as_tuned, "memory MB": faiss.serialize_index(theirs).nbytes / 1e6, "build s": infos["build_s"]})
+        rows.append({"side": "autofaiss", "budget": name, "index": infos["index_key"], **as_tuned,
+                     "memory MB": faiss.serialize_index(theirs).nbytes / 1e6, "build s": infos["build_s"]})
         param, values = default_space(theirs)
         settings = [f"{param}={v}" for v in values] if param else []
         curve = measure_settings(theirs, settings, test_q, row_truth, K, args.repeats) + [as_tuned]

@@ -178,7 +178,7 @@ def _candidates(n: int, d: int, target: float):
         dr = 256
         yield (f"IDMap,PCA{dr},HNSW32,RFlat", min(n, 64 * dr), "efSearch", EF_SEARCH, f"k_factor_rf={K_FACTOR}",
                f"the budget holds the full vectors and a graph; at d={d} walking a graph over PCA{dr}-reduced vectors "
-               f"and re-ranking {K_FACTOR}x candidates exactly (RFlat) is faster than HNSW on full vectors (notebook 06)")
+               f"and re-ranking {K_FACTOR}x candidates exactly (RFlat) beats HNSW on full vectors (notebook 06)")
     if n <= HNSW_MAX_N:
         yield ("IDMap,HNSW32,Flat", 0, "efSearch", EF_SEARCH, "",
                "the budget holds the vectors and 32 links each: HNSW is the fastest accurate index (guidelines)")
@@ -192,13 +192,14 @@ def _candidates(n: int, d: int, target: float):
                "and train in a moment")
     if n < POINTS_PER_CENTROID[0] * 256:
         top = max(1, int(math.log2(max(2, n // POINTS_PER_CENTROID[0]))))
-        codes = sorted(((m, b) for m in (64, 32, 16, 8, 4, 2, 1) if d % m == 0 for b in range(top, min(top, 4) - 1, -1)),
+        codes = sorted(((m, b) for m in (64, 32, 16, 8, 4, 2, 1) if d % m == 0
+                        for b in range(top, min(top, 4) - 1, -1)),
                        key=lambda mb: -mb[0] * mb[1])   # most bits a code first; fewer bits, smaller codebooks
         for m, nbits in codes:
             yield (f"IDMap,PQ{m}x{nbits}", n, None, (), "",
                    f"N={n:,} is below the 256 x 39 vectors 8-bit PQ trains on: {nbits}-bit PQ{m}, scanned exhaustively")
         return
-    for m in sorted((m for m in range(128, d // 2 + 1) if d % m == 0), reverse=True):
+    for m in sorted((m for m in range(128, d // 2) if d % m == 0), reverse=True):   # fewer bytes than SQ4
         yield (f"{ivf},PQ{m}", _train_size(n, nlist, pq=True), "nprobe", probes, "",
                f"tight budget: PQ{m} keeps {m} bytes a vector (+8 for its id), {d // m} dims a sub-quantiser; "
                "with this many sub-quantisers an OPQ rotation gains little and trains slowly")
@@ -211,7 +212,8 @@ def _candidates(n: int, d: int, target: float):
                f"unlike PCA's centring), PQ{m} keeps {m} bytes a vector (+8 for its id)")
 
 
-def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95, metric: str = "cosine") -> Recommendation:
+def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
+              metric: str = "cosine") -> Recommendation:
     """The index Faiss's guidelines suggest for n vectors of d dims within `memory_budget`.
 
     memory_budget: bytes, a string like "200MB", or None for no limit. The first candidate in the
@@ -233,8 +235,8 @@ def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95, m
             return Recommendation(factory, n_train, param, tuple(values), size, reason, fixed, metric)
         smallest = min(smallest or (size, factory), (size, factory))
     raise NoIndexFits(f"nothing fits {memory_budget!r} for {n:,} vectors of {d} dims: the smallest index the "
-                      f"guidelines offer, {smallest[1]}, needs about {smallest[0] / 1e6:,.1f} MB (ids alone take 8 bytes "
-                      f"a vector); raise the budget or index fewer vectors")
+                      f"guidelines offer, {smallest[1]}, needs about {smallest[0] / 1e6:,.1f} MB (ids alone take "
+                      "8 bytes a vector); raise the budget or index fewer vectors")
 
 
 # ---------------------------------------------------------------- the tuner
@@ -314,7 +316,7 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
     return TuneResult(best[0] or None, best[1], False, recall_target, rows)
 
 
-def measure_settings(index: faiss.Index, settings, queries, truth, k: int = 10, repeats: int = 3,
+def measure_settings(index: faiss.Index, settings, queries, truth, /, k: int = 10, repeats: int = 3,
                      **columns) -> list[dict]:
     """recall@k and batch QPS (median of `repeats`) of `index` at each ParameterSpace string in
     `settings` (e.g. ["nprobe=1", "nprobe=4"]), one row each, with `columns` (e.g. nlist=1024)

@@ -7,8 +7,8 @@ import faiss
 import numpy as np
 import pytest
 
-from helpers.tuning import (NoIndexFits, Recommendation, estimate_memory, nlist_for, pareto_front, recommend,
-                            tune, parse_bytes)
+from helpers.tuning import (NoIndexFits, Recommendation, estimate_memory, measure_settings, pareto_front,
+                            parse_bytes, recommend, tune)
 
 NS = (1_000, 5_000, 30_000, 100_000, 1_000_000, 20_000_000, 1_000_000_000)
 DS = (64, 100, 1280, 4096)
@@ -103,7 +103,8 @@ def test_budget_strings():
 
 @pytest.mark.parametrize("factory,n,d", [
     ("IDMap,Flat", 3000, 128), ("IDMap,HNSW32,Flat", 3000, 128), ("IDMap,HNSW8,Flat", 3000, 64),
-    ("IVF32,Flat", 3000, 128), ("IVF32_HNSW32,Flat", 3000, 128), ("IVF32,SQ8", 3000, 128), ("IVF32,SQ6", 3000, 100), ("IVF32,SQ4", 3000, 128),
+    ("IVF32,Flat", 3000, 128), ("IVF32_HNSW32,Flat", 3000, 128), ("IVF32,SQ8", 3000, 128),
+    ("IVF32,SQ6", 3000, 100), ("IVF32,SQ4", 3000, 128),
     ("IVF32,SQfp16", 3000, 100), ("IVF16,PQ16", 10_000, 64), ("OPQ8_32,IVF16,PQ8", 10_000, 64),
     ("PCA32,IVF16,SQ8", 3000, 128), ("IDMap,PCA32,HNSW16,RFlat", 3000, 256), ("IDMap,PQ8x6", 3000, 64),
 ])
@@ -174,6 +175,14 @@ def test_tune_with_a_fixed_parameter_and_an_hnsw_default():
     plain.add(xb)
     default = tune(plain, xq, truth, 0.9)          # no param given: efSearch over its default range
     assert default.setting.startswith("efSearch=") and default.rows[0]["setting"] == "efSearch=16"
+
+
+def test_measure_settings_rows_carry_extra_columns():
+    index, query, truth = _known_ivf()
+    rows = measure_settings(index, ["nprobe=1", "nprobe=2"], query, truth, 10, 1, index="IVF16", nlist=16)
+    assert [(r["setting"], r["recall@10"], r["index"], r["nlist"]) for r in rows] == [
+        ("nprobe=1", 0.5, "IVF16", 16), ("nprobe=2", 0.8, "IVF16", 16)]
+    assert all(r["QPS"] > 0 for r in rows) and index.nprobe == 2
 
 
 def test_pareto_front():
