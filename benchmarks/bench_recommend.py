@@ -14,7 +14,9 @@ size), build time. Vectors are L2-normalised; the metric is inner product (cosin
 
 autofaiss pins numpy < 2, so this script installs it into its own throwaway virtual environment
 under build/ (never the project's) with `python3 -m venv` and pip, and runs it there in a
-subprocess; if it cannot be installed, it says so and prints our side only.
+subprocess; if it cannot be installed, it says so and prints our side only. That venv gets
+faiss-cpu 1.7.4: autofaiss 2.18 builds OPQ with keyword arguments faiss 1.15 no longer accepts.
+Both indexes are searched here, by this project's faiss, with the same threads and queries.
 
 "QPS at equal recall": autofaiss's index is swept over its search parameter on the test queries
 (a favour to it: tuned on the reported queries) and we take its fastest point whose recall@10 is
@@ -46,19 +48,20 @@ from helpers.tuning import NoIndexFits, default_space, measure_settings, recomme
 K = 10
 VENV = ROOT / "build" / "autofaiss-venv"
 WORK = ROOT / "build" / "bench_recommend"
-AUTOFAISS_PINS = ["autofaiss==2.18.0", "pyarrow<16"]
+AUTOFAISS_PINS = ["autofaiss==2.18.0", "pyarrow<16", "faiss-cpu==1.7.4"]   # its OPQ code predates faiss 1.8's API
 BUDGETS = (("unlimited", None, 0.95), ("flat_over_4", 1 / 4, 0.95), ("flat_over_16", 1 / 16, 0.85))
 
 AUTOFAISS_RUN = r"""
 import json, sys, time
+import faiss
 import numpy as np
 from autofaiss import build_index
 xb = np.load(sys.argv[1])
 start = time.perf_counter()
-index, infos = build_index(xb, save_on_disk=True, index_path=sys.argv[2], index_infos_path=sys.argv[3],
-                           max_index_memory_usage=sys.argv[4], current_memory_available="16G", metric_type="ip",
-                           min_nearest_neighbors_to_retrieve=10, nb_cores=int(sys.argv[5]), verbose=40)
+index, infos = build_index(xb, save_on_disk=False, max_index_memory_usage=sys.argv[4], current_memory_available="16G",
+                           metric_type="ip", min_nearest_neighbors_to_retrieve=10, nb_cores=int(sys.argv[5]), verbose=40)
 infos["build_s"] = time.perf_counter() - start
+faiss.write_index(index, sys.argv[2])
 json.dump(infos, open(sys.argv[3], "w"))
 """
 
@@ -102,7 +105,7 @@ def build_ours(rec, xb, ids, seed: int):
 def autofaiss_ready(log) -> str | None:
     """The autofaiss venv's python, installing it first if needed; None (and why, printed) if it cannot."""
     python = VENV / "bin" / "python"
-    check = [str(python), "-c", "import autofaiss, faiss, numpy"]
+    check = [str(python), "-c", "import autofaiss, faiss; assert faiss.__version__ == '1.7.4'"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return str(python)
     print(f"installing {' '.join(AUTOFAISS_PINS)} into its own throwaway venv {VENV} (not the project's: "
@@ -130,6 +133,7 @@ def run_autofaiss(python, xb_path, name, budget_bytes, cores, log, timeout_s):
         print(f"  autofaiss did not finish within {timeout_s} s for {name} (--autofaiss-timeout)", flush=True)
         return None, None
     log.write(done.stdout + done.stderr)
+    log.flush()
     if done.returncode or not index_path.exists():
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         print(f"  autofaiss failed for {name}: {tail[0]}", flush=True)
