@@ -60,6 +60,8 @@ xb = np.load(sys.argv[1])
 start = time.perf_counter()
 index, infos = build_index(xb, save_on_disk=False, max_index_memory_usage=sys.argv[4], current_memory_available="16G",
                            metric_type="ip", min_nearest_neighbors_to_retrieve=10, nb_cores=int(sys.argv[5]), verbose=40)
+if index is None:
+    sys.exit("autofaiss built no index (see its log lines above)")
 infos["build_s"] = time.perf_counter() - start
 faiss.write_index(index, sys.argv[2])
 json.dump(infos, open(sys.argv[3], "w"))
@@ -125,7 +127,8 @@ def run_autofaiss(python, xb_path, name, budget_bytes, cores, log, timeout_s):
     """autofaiss's build_index in its venv; the index (ids are row numbers) and its infos, or None."""
     index_path, infos_path = WORK / f"autofaiss_{name}.index", WORK / f"autofaiss_{name}.json"
     index_path.unlink(missing_ok=True)
-    memory = f"{int(budget_bytes)}B" if budget_bytes else "1000G"
+    memory = f"{int(budget_bytes)}B" if budget_bytes else "8G"   # no limit: 8G is 16x Flat at 100k x 1280; autofaiss
+    # returns no index when the limit exceeds current_memory_available (16G here)
     try:
         done = subprocess.run([python, "-c", AUTOFAISS_RUN, str(xb_path), str(index_path), str(infos_path), memory,
                                str(cores)], capture_output=True, text=True, timeout=timeout_s)
@@ -134,7 +137,7 @@ def run_autofaiss(python, xb_path, name, budget_bytes, cores, log, timeout_s):
         return None, None
     log.write(done.stdout + done.stderr)
     log.flush()
-    if done.returncode or not index_path.exists():
+    if done.returncode or not index_path.exists():   # autofaiss gives (None, None) when it finds nothing to build
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         print(f"  autofaiss failed for {name}: {tail[0]}", flush=True)
         return None, None
