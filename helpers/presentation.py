@@ -119,12 +119,14 @@ class Comparison:
 # ---------------------------------------------------------------- plots
 
 def plot_recall_qps(table: Iterable[dict], *, recall: str = "recall@10", qps: str = "QPS", by: str = "index",
-                    label: str | None = None, target: float | None = None, ax=None, title: str | None = None):
+                    label: str | None = None, target: float | None = None, ax=None, title: str | None = None,
+                    front: Iterable[dict] | None = None):
     """Queries per second (log scale) against recall, one line per value of the `by` column
     (notebooks 04-06, 08).
 
     label: a column (e.g. "nprobe", "efSearch") written beside each point; target: a recall to
-    mark with a vertical line. Up and to the right is better. Returns the matplotlib Axes.
+    mark with a vertical line; front: rows to join with a thick line, e.g. the Pareto front
+    (helpers.tuning.pareto_front, notebook 08). Up and to the right is better. Returns the Axes.
     """
     rows = list(table)
     if not rows:
@@ -141,6 +143,10 @@ def plot_recall_qps(table: Iterable[dict], *, recall: str = "recall@10", qps: st
             if row.get(label) is not None:
                 ax.annotate(str(row[label]), (row[recall], row[qps]), textcoords="offset points",
                             xytext=(4, 4), fontsize=8)
+    if front is not None:
+        front = sorted(front, key=lambda row: row[recall])
+        ax.plot([row[recall] for row in front], [row[qps] for row in front], "-", color="black", linewidth=2.5,
+                alpha=0.4, label="Pareto front")
     if target is not None:
         ax.axvline(target, color="grey", linestyle="--", linewidth=1, label=f"{recall} = {target}")
     ax.set_yscale("log")

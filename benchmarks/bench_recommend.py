@@ -1,0 +1,222 @@
+"""The course's recommender + tuner against autofaiss, side by side on the course database.
+
+    nice python benchmarks/bench_recommend.py            # full-scale course database (100,000 vectors)
+    python benchmarks/bench_recommend.py --n 20000       # its first 20,000 vectors: a check in minutes
+
+For three memory budgets (no limit, 1/4 and 1/16 of Flat's memory) and a recall@10 target
+(0.95; 0.85 at 1/16):
+- ours: `helpers.tuning.recommend` picks a factory string, we build it, `tune` picks the cheapest
+  search setting reaching the target on the TUNING half of the real queries;
+- autofaiss 2.18: `build_index` with the same budget picks and tunes its own index (its tuning
+  aims at a query-time limit, 10 ms by default, not at a recall).
+Both are then measured on the TEST half of the queries: recall@10, QPS, memory (serialized
+size), build time. Vectors are L2-normalised; the metric is inner product (cosine) for both.
+
+autofaiss pins numpy < 2, so this script installs it into its own throwaway virtual environment
+under build/ (never the project's) with `python3 -m venv` and pip, and runs it there in a
+subprocess; if it cannot be installed, it says so and prints our side only. That venv gets
+faiss-cpu 1.7.4: autofaiss 2.18 builds OPQ with keyword arguments faiss 1.15 no longer accepts.
+Both indexes are searched here, by this project's faiss, with the same threads and queries.
+
+"QPS at equal recall": autofaiss's index is swept over its search parameter on the test queries
+(a favour to it: tuned on the reported queries) and we take its fastest point whose recall@10 is
+at least ours; when none is, its most accurate point. The goal lines:
+    goal: recommend_meets_target_<budget> measured <test recall@10> target >=<target>
+    goal: recommend_vs_autofaiss_qps_at_equal_recall_<budget> measured <our QPS / theirs> target >=1.0x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _goal import goal  # noqa: E402
+from helpers.presentation import Table  # noqa: E402
+from helpers.tuning import NoIndexFits, default_space, measure_settings, recommend, tune  # noqa: E402
+
+K = 10
+VENV = ROOT / "build" / "autofaiss-venv"
+WORK = ROOT / "build" / "bench_recommend"
+AUTOFAISS_PINS = ["autofaiss==2.18.0", "pyarrow<16", "faiss-cpu==1.7.4"]   # its OPQ code predates faiss 1.8's API
+BUDGETS = (("unlimited", None, 0.95), ("flat_over_4", 1 / 4, 0.95), ("flat_over_16", 1 / 16, 0.85))
+
+AUTOFAISS_RUN = r"""
+import json, sys, time
+import faiss
+import numpy as np
+from autofaiss import build_index
+xb = np.load(sys.argv[1])
+start = time.perf_counter()
+index, infos = build_index(xb, save_on_disk=False, max_index_memory_usage=sys.argv[4], current_memory_available="16G",
+                           metric_type="ip", min_nearest_neighbors_to_retrieve=10, nb_cores=int(sys.argv[5]), verbose=40)
+if index is None:
+    sys.exit("autofaiss built no index (see its log lines above)")
+infos["build_s"] = time.perf_counter() - start
+faiss.write_index(index, sys.argv[2])
+json.dump(infos, open(sys.argv[3], "w"))
+"""
+
+
+def course_database(n: int | None):
+    """The full-scale course database (this worktree's data), L2-normalised, and its real queries."""
+    from helpers.backbones import load_backbone
+    from helpers.database import CourseDatabase
+    from helpers.datasets import ensure_dataset
+    from helpers.features import load_or_extract
+    from helpers.manifest import refresh
+    from helpers.settings import load_settings
+
+    settings = load_settings({**os.environ, "SIMSEARCH_SCALE": "full"})
+    manifest = refresh(ensure_dataset(settings), settings.work_dir / "manifest.csv", progress=False).manifest
+    features, _ = load_or_extract(manifest, load_backbone(settings.backbone, settings.weights), settings.work_dir,
+                                  progress=False)
+    db = CourseDatabase(features, manifest, "full")
+    xb, ids, xq = db.xb[:n].copy(), db.ids[:n].copy(), db.queries.copy()
+    faiss.normalize_L2(xb)
+    faiss.normalize_L2(xq)
+    return xb, ids, xq
+
+
+def exact_truth(xb, ids, xq) -> np.ndarray:
+    flat = faiss.IndexIDMap(faiss.IndexFlatIP(xb.shape[1]))
+    flat.add_with_ids(xb, ids)
+    return flat.search(xq, K)[1]
+
+
+def build_ours(rec, xb, ids, seed: int):
+    index = faiss.index_factory(xb.shape[1], rec.factory, faiss.METRIC_INNER_PRODUCT)
+    start = time.perf_counter()
+    if rec.n_train:
+        sample = np.random.default_rng(seed).choice(len(xb), rec.n_train, replace=False)
+        index.train(xb[np.sort(sample)])
+    index.add_with_ids(xb, ids)
+    return index, time.perf_counter() - start
+
+
+def autofaiss_ready(log) -> str | None:
+    """The autofaiss venv's python, installing it first if needed; None (and why, printed) if it cannot."""
+    python = VENV / "bin" / "python"
+    check = [str(python), "-c", "import autofaiss, faiss; assert faiss.__version__ == '1.7.4'"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return str(python)
+    print(f"installing {' '.join(AUTOFAISS_PINS)} into its own throwaway venv {VENV} (not the project's: "
+          "autofaiss pins numpy < 2) ...", flush=True)
+    for cmd in (["python3", "-m", "venv", str(VENV)],
+                [str(python), "-m", "pip", "install", "--quiet", *AUTOFAISS_PINS]):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        log.write(done.stdout + done.stderr)
+        if done.returncode:
+            print(f"autofaiss cannot be installed ({' '.join(cmd[:3])} failed; see {log.name}): "
+                  "printing our side only", flush=True)
+            return None
+    return str(python) if subprocess.run(check, capture_output=True).returncode == 0 else None
+
+
+def run_autofaiss(python, xb_path, name, budget_bytes, cores, log, timeout_s):
+    """autofaiss's build_index in its venv; the index (ids are row numbers) and its infos, or None."""
+    index_path, infos_path = WORK / f"autofaiss_{name}.index", WORK / f"autofaiss_{name}.json"
+    index_path.unlink(missing_ok=True)
+    memory = f"{int(budget_bytes)}B" if budget_bytes else "8G"   # no limit: 8G is 16x Flat at 100k x 1280; autofaiss
+    # returns no index when the limit exceeds current_memory_available (16G here)
+    try:
+        done = subprocess.run([python, "-c", AUTOFAISS_RUN, str(xb_path), str(index_path), str(infos_path), memory,
+                               str(cores)], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"  autofaiss did not finish within {timeout_s} s for {name} (--autofaiss-timeout)", flush=True)
+        return None, None
+    log.write(done.stdout + done.stderr)
+    log.flush()
+    if done.returncode or not index_path.exists():   # autofaiss gives (None, None) when it finds nothing to build
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        print(f"  autofaiss failed for {name}: {tail[0]}", flush=True)
+        return None, None
+    return faiss.read_index(str(index_path)), json.loads(infos_path.read_text())   # our own file, trusted
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=None, help="use the first n database vectors (default: all)")
+    parser.add_argument("--repeats", type=int, default=15, help="timing repeats (median)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Faiss threads for both sides")
+    parser.add_argument("--no-autofaiss", action="store_true", help="our side only")
+    parser.add_argument("--autofaiss-timeout", type=int, default=3600, help="seconds one autofaiss build may take")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    faiss.omp_set_num_threads(args.threads)
+    WORK.mkdir(parents=True, exist_ok=True)
+    log = (WORK / "autofaiss.log").open("a")
+
+    xb, ids, xq = course_database(args.n)
+    order = np.random.default_rng(args.seed).permutation(len(xq))
+    tune_q, test_q = xq[np.sort(order[: len(xq) // 2])], xq[np.sort(order[len(xq) // 2:])]
+    tune_truth, test_truth = exact_truth(xb, ids, tune_q), exact_truth(xb, ids, test_q)
+    n, d = xb.shape
+    flat_bytes = n * d * 4
+    print(f"database {n:,} x {d}, {len(tune_q)} tuning + {len(test_q)} test queries (real images held out), "
+          f"{args.threads} threads, Flat {flat_bytes / 1e6:.0f} MB; faiss {faiss.__version__}", flush=True)
+
+    python = None if args.no_autofaiss else autofaiss_ready(log)
+    xb_path = WORK / "xb.npy"
+    if python:
+        np.save(xb_path, xb)
+    rows, goals = [], []
+    by_id = np.argsort(ids)   # autofaiss numbers vectors by row: the same truth, as row numbers
+    row_truth = by_id[np.searchsorted(ids[by_id], test_truth)]
+    for name, fraction, target in BUDGETS:
+        budget = None if fraction is None else fraction * flat_bytes
+        shown = "no limit" if budget is None else f"{budget / 1e6:.0f} MB"
+        print(f"\n== budget {name} ({shown}), target recall@10 {target}", flush=True)
+        try:
+            rec = recommend(n, d, budget, target, "cosine")
+        except NoIndexFits as err:
+            print(f"  ours: {err}")
+            goals.append(goal(f"recommend_meets_target_{name}", None, target, "", skipped=str(err)))
+            continue
+        print(f"  ours: {rec}", flush=True)
+        index, build_s = build_ours(rec, xb, ids, args.seed)
+        tuned = tune(index, tune_q, tune_truth, target, rec.param, rec.values, fixed=rec.fixed)
+        print(f"  tuned on the tuning queries: {tuned.message}", flush=True)
+        ours = {"side": "ours", "budget": name, "index": rec.factory, "setting": tuned.setting,
+                **measure_settings(index, [tuned.setting or ""], test_q, test_truth, K, args.repeats)[0],
+                "memory MB": faiss.serialize_index(index).nbytes / 1e6, "build s": build_s}
+        rows.append(ours)
+        goals.append(goal(f"recommend_meets_target_{name}", ours["recall@10"], target, ""))
+        del index
+        if not python:
+            continue
+        theirs, infos = run_autofaiss(python, xb_path, name, budget, args.threads, log,
+                                      args.autofaiss_timeout)
+        if theirs is None:
+            continue
+        faiss.ParameterSpace().set_index_parameters(theirs, infos["index_param"])
+        as_tuned = measure_settings(theirs, [infos["index_param"]], test_q, row_truth, K, args.repeats)[0]
+        rows.append({"side": "autofaiss", "budget": name, "index": infos["index_key"], **as_tuned,
+                     "memory MB": faiss.serialize_index(theirs).nbytes / 1e6, "build s": infos["build_s"]})
+        param, values = default_space(theirs)
+        settings = [f"{param}={v}" for v in values] if param else []
+        curve = measure_settings(theirs, settings, test_q, row_truth, K, args.repeats) + [as_tuned]
+        good = [r for r in curve if r["recall@10"] >= ours["recall@10"]]
+        peer = max(good, key=lambda r: r["QPS"]) if good else max(curve, key=lambda r: (r["recall@10"], r["QPS"]))
+        print(f"  autofaiss at equal recall: {peer['setting']} recall {peer['recall@10']:.3f}, {peer['QPS']:,.0f} QPS"
+              + ("" if good else f" (it never reaches our {ours['recall@10']:.3f})"), flush=True)
+        goals.append(goal(f"recommend_vs_autofaiss_qps_at_equal_recall_{name}", ours["QPS"] / peer["QPS"], 1.0))
+        del theirs
+    print()
+    print(Table(rows, "ours and autofaiss on the test queries").to_text())
+    print("\n" + "\n".join(goals))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
