@@ -32,6 +32,7 @@ import faiss
 import numpy as np
 
 from .evaluate import median_seconds, recall_at_k
+from .indexes import layers
 
 METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 POINTS_PER_CENTROID = (39, 256)   # k-means: Faiss warns below 39 points a centroid and samples above 256
@@ -259,19 +260,10 @@ class TuneResult:
                 "widen the range, or choose a bigger index (more bytes a vector, or re-ranking)")
 
 
-def _layers(index: faiss.Index):
-    """The index and each index it wraps (IDMap, pre-transform, refine base), outermost first."""
-    index = faiss.downcast_index(index)
-    yield index
-    for attr in ("index", "base_index"):
-        inner = getattr(index, attr, None)
-        if isinstance(inner, faiss.Index):
-            yield from _layers(inner)
-
 
 def default_space(index: faiss.Index) -> tuple[str | None, tuple[int, ...]]:
     """The search parameter of `index` and its range: nprobe for IVF (up to nlist), efSearch for HNSW."""
-    for layer in _layers(index):
+    for layer in layers(index):
         if isinstance(layer, faiss.IndexIVF):
             return "nprobe", tuple(p for p in NPROBES if p <= layer.nlist)
         if isinstance(layer, faiss.IndexHNSW):

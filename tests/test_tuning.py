@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 import pytest
 
+from helpers.indexes import layers
 from helpers.tuning import (NoIndexFits, Recommendation, estimate_memory, measure_settings, pareto_front,
                             parse_bytes, recommend, tune)
 
@@ -43,7 +44,7 @@ def test_recommend_fits_the_budget_and_faiss_accepts_the_string(n, d):
             assert rec.param == "nprobe" and max(rec.values) <= ivf.nlist
             if n >= 1_000_000:
                 assert "_HNSW32" in rec.factory, "millions of vectors: an HNSW coarse quantiser"
-        for layer in _layers(index):
+        for layer in layers(index):
             if isinstance(layer, (faiss.IndexPQ, faiss.IndexIVFPQ)):
                 assert layer.d % layer.pq.M == 0, "m divides the (reduced) dimension"
                 if layer.pq.nbits == 8:
@@ -52,15 +53,6 @@ def test_recommend_fits_the_budget_and_faiss_accepts_the_string(n, d):
             assert rec.param == "efSearch"
 
 
-def _layers(index):
-    index = faiss.downcast_index(index)
-    yield index
-    for attr in ("index", "base_index"):
-        inner = getattr(index, attr, None)
-        if isinstance(inner, faiss.Index):
-            yield from _layers(inner)
-    if isinstance(index, faiss.IndexPreTransform):
-        yield from _layers(index.index)
 
 
 def test_recommend_follows_the_guidelines_order():
