@@ -386,10 +386,10 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
         num_workers = _workers_that_fit(cpu_cores(), batch_size, backbone, value_bytes) if on_gpu else 0
     start = time.perf_counter()
     model = backbone.model.eval()
-    home = next(model.parameters()).device
+    home = next(model.parameters(), torch.empty(0)).device   # a model without weights lives on the CPU
     model.to(device, memory_format=torch.channels_last)
-    pre = TensorPreprocessing(backbone.preprocessing)
-    stats = pre.stats(device)
+    pre = TensorPreprocessing(backbone.preprocessing) if decoder != "pil" else None   # pil: backbone.transform
+    stats = pre.stats(device) if pre else None
     dataset = ImageDataset(manifest, backbone.transform, min_side(backbone) if jpeg_draft else None,
                            decoder, pre)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,

@@ -179,8 +179,8 @@ def test_gpu_check_and_wheels_scripts_are_valid_bash_and_wired_to_make():
     for script in (".ci/gpu-check", ".ci/gpu-wheels"):
         assert subprocess.run(["bash", "-n", str(REPO / script)]).returncode == 0, script
     makefile = (REPO / "Makefile").read_text()
-    assert "bash .ci/gpu-check $(PY) $(WHEELS) $(OUT)" in makefile
-    assert "bash .ci/gpu-wheels $(WHEELS) $(PY)" in makefile
+    assert "bash .ci/gpu-check $(PY) $(or $(WHEELS),.whl) $(OUT)" in makefile
+    assert "bash .ci/gpu-wheels $(or $(WHEELS),.whl) $(PY)" in makefile
 
 
 # ---------------------------------------------------------------- benchmarks
