@@ -146,17 +146,31 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from . import store
+    from . import store, tuning
     from .features import FeatureError, load_features
     from .manifest import Manifest, ManifestError
 
     try:
+        if args.budget and args.factory:
+            raise ValueError("--budget chooses the factory string: give --budget or --factory, not both")
+        if args.recall is not None and not 0 < args.recall <= 1:
+            raise ValueError(f"--recall {args.recall}: give a recall@10 target between 0 and 1, e.g. 0.95")
         manifest = Manifest.load(args.manifest)
         features = load_features(args.features)
-        bundle = store.build(manifest, features, args.factory, args.metric, _params(args.param),
+        factory, params, n_train, space = args.factory, _params(args.param), None, {}
+        if args.budget or (args.recall is not None and not args.factory):
+            rec = tuning.recommend(len(features), features.dim, args.budget, args.recall or 0.95, args.metric)
+            print(f"recommended {rec}")
+            factory, n_train = rec.factory, rec.n_train
+            params = ",".join(p for p in (rec.fixed, params) if p) or None
+            space = {"param": rec.param, "values": rec.values}
+        bundle = store.build(manifest, features, factory, args.metric, params, n_train=n_train,
                              progress=not args.quiet)
+        if args.recall is not None:
+            tuned = store.tune(bundle, features, args.recall, fixed=params or "", **space)
+            print(f"tuned on {min(500, len(features))} of its own vectors: {tuned.message}")
         store.save(bundle, args.out)
-    except (ManifestError, FeatureError, store.BundleError) as err:
+    except (ManifestError, FeatureError, store.BundleError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     m = bundle.meta
@@ -371,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="cosine: L2-normalised vectors, inner product (default); l2: squared Euclidean")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="search parameter saved with the bundle, e.g. nprobe=16 (repeatable)")
+    p.add_argument("--budget", metavar="SIZE",
+                   help="memory budget, e.g. 200MB: the index is chosen by helpers.tuning.recommend (notebook 08)")
+    p.add_argument("--recall", type=float, metavar="TARGET",
+                   help="recall@10 target, e.g. 0.95: the search parameter is tuned to the cheapest setting "
+                        "that reaches it on a sample of the collection's own vectors (and, without "
+                        "--factory, the index is recommended for it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_index)
 

@@ -14,7 +14,7 @@ input (a damaged or crafted file can crash the process, or load silently wrong),
 only ever sees a file whose SHA-256 is the one recorded when we wrote it; then the vector count
 against the manifest, and dimension, metric and backbone against what is in use. Each refusal is
 a `BundleError`: one sentence saying what differs and what to do. `update` keeps a bundle current
-as its folder changes; ids never change.
+as its folder changes; ids never change. `tune` sets the search parameters for a recall target.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .fileio import atomic_write, atomic_write_dir, sha256_file
 from .images import ImageLoadError, probe
 from .indexes import normalize, suggest_nlist
 from .manifest import Entry, Manifest, ManifestError
+from .tuning import TuneResult, tune_on_own_vectors
 
 INDEX_FILE, MANIFEST_FILE, META_FILE = "index.faiss", "manifest.csv", "bundle.json"
 FORMAT = 1
@@ -110,10 +111,12 @@ def with_id_map(index: faiss.Index) -> faiss.Index:
 
 
 def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, metric: str = "cosine",
-          params: str | None = None, *, progress: bool = True, chunk: int = 10_000) -> Bundle:
+          params: str | None = None, *, n_train: int | None = None, progress: bool = True,
+          chunk: int = 10_000) -> Bundle:
     """A bundle (not yet saved) of `features` under their manifest ids, for `python -m helpers index`:
-    `faiss.index_factory(d, factory, metric)`, trained on all vectors, added in chunks with a progress
-    bar. factory None: `default_factory`, whose search parameters apply unless `params` is given."""
+    `faiss.index_factory(d, factory, metric)`, trained on all vectors (or a random `n_train` of them),
+    added in chunks with a progress bar. factory None: `default_factory`, whose search parameters
+    apply unless `params` is given."""
     if metric not in METRICS:
         raise BundleError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
     if features.meta.get("manifest_hash") != manifest.content_hash():
@@ -128,7 +131,8 @@ def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, 
     try:
         index = with_id_map(faiss.index_factory(features.dim, factory, METRICS[metric]))
         if not index.is_trained:
-            index.train(x)
+            sample = np.random.default_rng(0).choice(len(x), n_train, replace=False) if n_train and n_train < len(x) else None
+            index.train(x if sample is None else x[np.sort(sample)])
         for start in tqdm(range(0, len(x), chunk), desc=f"adding to {factory}", unit="chunk", disable=not progress):
             index.add_with_ids(x[start:start + chunk], features.ids[start:start + chunk])
     except RuntimeError as err:
@@ -139,6 +143,17 @@ def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, 
     indexed = set(features.ids.tolist())
     kept = Manifest(manifest.root, [e for e in manifest if e.id in indexed])
     return Bundle(None, index, kept, metadata(index, kept, features.meta, factory, params or ""))
+
+
+def tune(bundle: Bundle, features: FeatureSet, recall_target: float, *, param: str | None = None,
+         values=None, fixed: str = "") -> TuneResult:
+    """Tune the bundle's search parameter for `recall_target` (recall@10) on a sample of its own
+    vectors (`tuning.tune_on_own_vectors`), and record the setting found as its search parameters."""
+    x = normalize(features.vectors) if bundle.meta["metric"] == "cosine" else features.vectors
+    result = tune_on_own_vectors(bundle.index, x, features.ids, recall_target, bundle.meta["metric"],
+                                 param=param, values=values, fixed=fixed)
+    bundle.meta["search_parameters"] = result.setting or ""
+    return result
 
 
 def metadata(index: faiss.Index, manifest: Manifest, features_meta: dict, factory: str, params: str = "") -> dict:

@@ -7,7 +7,8 @@
 - `estimate_memory(factory, n, d)`: the serialized size of that index holding n vectors, from
   the formulas below (tests check them against `faiss.serialize_index` of built indexes).
 - `tune(index, queries, truth, recall_target)`: the cheapest search setting that reaches the
-  target recall@k on tuning queries, set with `faiss.ParameterSpace`, or a result saying it cannot.
+  target recall@k on tuning queries, set with `faiss.ParameterSpace`, or a result saying it cannot;
+  `tune_on_own_vectors` when the collection's own vectors are the only queries (the CLI's --recall).
 - `measure_settings(index, settings, queries, truth)`: recall and QPS at each setting (the grids).
 - `pareto_front(rows)`: the rows no other row beats on both recall and speed.
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from .evaluate import median_seconds, recall_at_k
+from .evaluate import ground_truth, median_seconds, recall_at_k
 from .indexes import layers
 
 METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -70,8 +71,8 @@ class Recommendation:
     def __str__(self) -> str:
         tune = f"; tune {self.param} in {self.values[0]}..{self.values[-1]}" if self.param else ""
         fixed = f" ({self.fixed})" if self.fixed else ""
-        return (f"{self.factory}{fixed}: ~{self.estimated_bytes / 1e6:,.1f} MB, train on {self.n_train:,} "
-                f"vectors{tune}. Why: {self.reason}")
+        train = f", train on {self.n_train:,} vectors" if self.n_train else ", no training"
+        return f"{self.factory}{fixed}: ~{self.estimated_bytes / 1e6:,.1f} MB{train}{tune}. Why: {self.reason}"
 
 
 # ---------------------------------------------------------------- memory
@@ -272,7 +273,7 @@ def default_space(index: faiss.Index) -> tuple[str | None, tuple[int, ...]]:
 
 
 def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | None = None,
-         values=None, *, fixed: str = "", k: int = 10) -> TuneResult:
+         values=None, *, fixed: str = "", k: int = 10, own_ids=None) -> TuneResult:
     """The cheapest setting of `param` (smallest value, tried in increasing order) whose recall@k on
     `queries` against `truth` (exact top-k ids) reaches `recall_target`; set on `index` when found.
 
@@ -280,7 +281,8 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
     `fixed` is a ParameterSpace string set too (e.g. "k_factor_rf=4", ParameterSpace's name for
     RFlat's k_factor). Queries must already be in the index's space (L2-normalised for cosine).
     Recall grows with nprobe and efSearch, so the first value that reaches the target is the
-    cheapest. Notebook 08.
+    cheapest. `own_ids`: when the queries are vectors of the index itself, their ids; each query's
+    own id is dropped from its results (and must be absent from `truth`). Notebook 08.
     """
     if not 0 < recall_target <= 1:
         raise ValueError(f"recall_target {recall_target!r} must be in (0, 1]")
@@ -296,7 +298,9 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
     for setting in settings:
         if setting:
             space.set_index_parameters(index, setting)
-        _, found = index.search(queries, k)
+        _, found = index.search(queries, k + (own_ids is not None))
+        if own_ids is not None:
+            found = _without_own(found, own_ids, k)
         recall = recall_at_k(found, truth, k)
         rows.append({"setting": setting, f"recall@{k}": recall})
         if best is None or recall > best[1]:
@@ -306,6 +310,26 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
     if best[0]:
         space.set_index_parameters(index, best[0])
     return TuneResult(best[0] or None, best[1], False, recall_target, rows)
+
+
+def tune_on_own_vectors(index: faiss.Index, x, ids, recall_target: float, metric: str = "cosine", *,
+                        param: str | None = None, values=None, fixed: str = "", k: int = 10,
+                        n_queries: int = 500, seed: int = 0) -> TuneResult:
+    """`tune` with a sample of the indexed vectors `x` (stored under `ids`, in the index's space) as
+    queries, for a collection without separate queries (`python -m helpers index --recall`): each
+    query's own id is left out of its exact and approximate top-k, so finding itself earns nothing."""
+    x, ids = np.ascontiguousarray(x, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+    if len(x) <= k:
+        raise ValueError(f"tuning recall@{k} on the collection itself needs more than {k} vectors, got {len(x)}")
+    pick = np.random.default_rng(seed).choice(len(x), min(n_queries, len(x)), replace=False)
+    truth = ground_truth(x, ids, x[pick], k + 1, "l2" if metric == "l2" else "cosine").ids
+    return tune(index, x[pick], _without_own(truth, ids[pick], k), recall_target, param, values,
+                fixed=fixed, k=k, own_ids=ids[pick])
+
+
+def _without_own(found: np.ndarray, own_ids, k: int) -> np.ndarray:
+    """The first k ids of each row of `found` (k + 1 wide) once that row's own id is taken out."""
+    return np.array([np.delete(row, np.flatnonzero(row == own)[:1])[:k] for row, own in zip(found, own_ids)])
 
 
 def measure_settings(index: faiss.Index, settings, queries, truth, /, k: int = 10, repeats: int = 3,

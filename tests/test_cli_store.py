@@ -130,3 +130,21 @@ def test_unreadable_queries_and_bad_options_give_one_line(built, tmp_path):
     one_line_error(run("search", str(built["bundle"]), query, "--param", "nprobe=4"), "do not fit this index")
     one_line_error(run("search", str(built["bundle"]), query, "-k", "0"), "ask for at least one result")
     one_line_error(run("index", str(tmp_path / "m.csv"), "f.npy", "--out", str(tmp_path / "b")), "no such manifest file")
+
+
+def test_index_with_a_budget_and_a_recall_target_says_what_it_chose(built, tmp_path):
+    manifest, features = str(built["tmp"] / "manifest.csv"), str(built["tmp"] / "features.npy")
+    proc = run("index", manifest, features, "--out", str(tmp_path / "b"), "--budget", "1GB", "--recall", "0.9", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("recommended IDMap,Flat: ") and "Why: N=12 is small" in lines[0]
+    assert lines[1] == "tuned on 12 of its own vectors: no parameter reaches recall 1.000 >= 0.9"
+    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "1kB"),
+                   "nothing fits '1kB' for 12 vectors")
+    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "lots"),
+                   "memory budget 'lots'")
+    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "1GB",
+                       "--factory", "IVF4,Flat"), "give --budget or --factory, not both")
+    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--recall", "95"),
+                   "--recall 95.0: give a recall@10 target between 0 and 1")
+    assert not (tmp_path / "c").exists()

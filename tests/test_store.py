@@ -102,6 +102,33 @@ def test_manifest_holds_only_indexed_images_and_default_factory(photos, tmp_path
         store.build(manifest, fs, "IVF999,Flat", progress=False)
 
 
+def test_recommended_index_is_trained_on_a_sample_tuned_and_saved_with_its_setting(tmp_path):
+    """What `python -m helpers index --budget --recall` does: recommend, build, tune, save, load."""
+    from helpers.features import FeatureSet
+    from helpers.manifest import Entry, Manifest
+    from helpers.tuning import recommend
+
+    rng = np.random.default_rng(3)
+    n, d = 12_000, 32
+    centres = rng.standard_normal((200, d))
+    x = (centres[rng.integers(0, 200, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    manifest = Manifest(tmp_path, [Entry(i + 10, f"img{i}.jpg", f"{i:064x}", 1, 1, 1, "JPEG", "")
+                                   for i in range(n)])
+    fs = FeatureSet(x, np.arange(n, dtype=np.int64) + 10, meta={"manifest_hash": manifest.content_hash()})
+    rec = recommend(n, d, 0.6 * n * 4 * d, 0.9)            # 60% of Flat's memory: no full vectors
+    assert rec.factory.startswith("IVF") and not rec.factory.endswith(",Flat")
+    with pytest.raises(store.BundleError, match="Faiss cannot build"):   # n_train is honoured: 100 < nlist
+        store.build(manifest, fs, rec.factory, n_train=100, progress=False)
+    bundle = store.build(manifest, fs, rec.factory, params=rec.fixed or None, n_train=rec.n_train, progress=False)
+    tuned = store.tune(bundle, fs, 0.9, param=rec.param, values=rec.values)
+    assert tuned.reached and bundle.meta["search_parameters"] == tuned.setting
+    assert tuned.rows[-1]["recall@10"] >= 0.9 and (len(tuned.rows) == 1 or tuned.rows[-2]["recall@10"] < 0.9)
+    store.save(bundle, tmp_path / "b")
+    loaded = store.load(tmp_path / "b")
+    assert loaded.meta["search_parameters"] == tuned.setting
+    assert faiss.extract_index_ivf(loaded.index).nprobe == int(tuned.setting.split("nprobe=")[1])
+
+
 def test_interrupted_write_leaves_the_old_bundle_loadable(photos, tmp_path):
     out = tmp_path / "b"
     before = make_bundle(photos, "IDMap,Flat", out)

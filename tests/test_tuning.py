@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from helpers.indexes import layers
-from helpers.tuning import (NoIndexFits, Recommendation, estimate_memory, measure_settings, pareto_front,
-                            parse_bytes, recommend, tune)
+from helpers.tuning import (NoIndexFits, Recommendation, _without_own, estimate_memory, measure_settings,
+                            pareto_front, parse_bytes, recommend, tune, tune_on_own_vectors)
 
 NS = (1_000, 5_000, 30_000, 100_000, 1_000_000, 20_000_000, 1_000_000_000)
 DS = (64, 100, 1280, 4096)
@@ -167,6 +167,35 @@ def test_tune_with_a_fixed_parameter_and_an_hnsw_default():
     plain.add(xb)
     default = tune(plain, xq, truth, 0.9)          # no param given: efSearch over its default range
     assert default.setting.startswith("efSearch=") and default.rows[0]["setting"] == "efSearch=16"
+
+
+def test_without_own_drops_each_rows_own_id_only():
+    found = np.array([[7, 3, 5], [4, 6, 8], [9, -1, -1]])
+    assert _without_own(found, [3, 1, 9], 2).tolist() == [[7, 5], [4, 6], [-1, -1]]
+
+
+def test_tune_on_own_vectors_gives_a_vector_no_credit_for_finding_itself():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3000, 16)).astype("float32")
+    faiss.normalize_L2(x)
+    ids = np.arange(len(x), dtype="int64") * 3 + 1          # ids that are not row numbers
+    flat = faiss.IndexIDMap(faiss.IndexFlatIP(16))
+    flat.add_with_ids(x, ids)
+    exact = tune_on_own_vectors(flat, x, ids, 1.0)
+    assert exact.reached and exact.setting is None and exact.recall == 1.0
+    ivf = faiss.index_factory(16, "IVF64,Flat", faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    ivf.add_with_ids(x, ids)
+    own = tune_on_own_vectors(ivf, x, ids, 0.9, n_queries=200)
+    assert own.reached and own.rows[-1]["recall@10"] >= 0.9 > own.rows[-2]["recall@10"]
+    assert own.setting == own.rows[-1]["setting"] and ivf.nprobe == int(own.setting.split("=")[1])
+    # the same queries with themselves counted: each one finds itself first, which inflates recall
+    q = x[np.random.default_rng(0).choice(len(x), 200, replace=False)]
+    truth = flat.search(q, 10)[1]
+    naive = tune(ivf, q, truth, 1.0, "nprobe", (1,))
+    assert naive.recall > own.rows[0]["recall@10"] + 0.02
+    with pytest.raises(ValueError, match="more than 10 vectors"):
+        tune_on_own_vectors(flat, x[:10], ids[:10], 0.9)
 
 
 def test_measure_settings_rows_carry_extra_columns():
