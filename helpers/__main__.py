@@ -168,7 +168,7 @@ def _index(args: argparse.Namespace) -> int:
                              progress=not args.quiet)
         if args.recall is not None:
             tuned = store.tune(bundle, features, args.recall, fixed=params or "", **space)
-            print(f"tuned on {min(500, len(features))} of its own vectors: {tuned.message}")
+            print(f"tuned on {min(tuning.OWN_QUERIES, len(features))} of its own vectors: {tuned.message}")
         store.save(bundle, args.out)
     except (ManifestError, FeatureError, store.BundleError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -42,6 +42,7 @@ HNSW_MAX_N = 10_000_000           # HNSW above this takes hours to build on a CP
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 K_FACTOR = 4                      # candidates re-ranked a result by RFlat (notebook 06 measured it)
+OWN_QUERIES = 500                 # tuning queries `tune_on_own_vectors` samples from the collection
 
 
 class NoIndexFits(ValueError):
@@ -314,7 +315,7 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
 
 def tune_on_own_vectors(index: faiss.Index, x, ids, recall_target: float, metric: str = "cosine", *,
                         param: str | None = None, values=None, fixed: str = "", k: int = 10,
-                        n_queries: int = 500, seed: int = 0) -> TuneResult:
+                        n_queries: int = OWN_QUERIES, seed: int = 0) -> TuneResult:
     """`tune` with a sample of the indexed vectors `x` (stored under `ids`, in the index's space) as
     queries, for a collection without separate queries (`python -m helpers index --recall`): each
     query's own id is left out of its exact and approximate top-k, so finding itself earns nothing."""
