@@ -44,8 +44,11 @@ GOAL_VS_LOOP, GOAL_VS_FORWARD = 1.8, 0.85
 
 
 def write_jpegs(folder: Path, n: int, seed: int = 0) -> None:
-    """n 640x480 JPEGs: random crops (30-100% of the side), random flips, of bundled photos."""
+    """n 640x480 JPEGs in `folder` (made if missing): random crops (30-100% of the side), random
+    flips, of bundled photos."""
     import skimage.data
+
+    folder.mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(seed)
     photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in PHOTOS]
