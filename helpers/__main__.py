@@ -171,8 +171,7 @@ def _index(args: argparse.Namespace) -> int:
             print(f"tuned on {min(tuning.OWN_QUERIES, len(features))} of its own vectors: {tuned.message}")
         store.save(bundle, args.out)
     except (ManifestError, FeatureError, store.BundleError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     m = bundle.meta
     print(f"indexed {m['count']} vectors ({m['dim']}-d, {m['backbone']['backbone']}) with {m['factory']!r}, "
           f"metric {m['metric']}, search parameters {m['search_parameters'] or 'none'} -> {args.out}")
@@ -203,8 +202,7 @@ def _search(args: argparse.Namespace) -> int:
         vectors = store.query_vectors(queries, backbone, bundle.meta)
         scores, ids = bundle.search(vectors, args.k)
     except (store.BundleError, store.QueryError, BackboneError, SettingsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     results = [{"query": str(queries.abspath(q)),
                 "results": [{"rank": r + 1, "score": float(s), "id": int(i), "path": str(bundle.manifest.abspath(i))}
                             for r, (s, i) in enumerate(zip(scores[n], ids[n])) if i >= 0]}
@@ -240,16 +238,14 @@ def _update(args: argparse.Namespace) -> int:
 
     folder = Path(args.folder)
     if not folder.is_dir():
-        print(f"error: {folder}: no such folder", file=sys.stderr)
-        return 2
+        return _error(f"{folder}: no such folder")
     try:
         bundle = store.load(args.bundle)
         backbone = _bundle_backbone(bundle.meta, args.weights)
         result = scan(folder, bundle.manifest, progress=not args.quiet)
         report = store.update(bundle, result.manifest, backbone, progress=not args.quiet)
     except (store.BundleError, BackboneError, FeatureError, SettingsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     print(f"updated {args.bundle}: {report}; it now holds {bundle.index.ntotal} images "
           f"({len(result.skipped)} files skipped by the scan)")
     for id_, path, reason in report.failed[: args.show_failed]:
@@ -274,8 +270,7 @@ def _features_ray(args: argparse.Namespace) -> int:
                           precision=args.precision, jpeg_draft=args.fast_jpeg)
         fs = load_shards(out)
     except (SettingsError, ManifestError, BackboneError, FeatureError, RayStartError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     print(f"ray data: {fs.meta['concurrency']} actor(s), backbone {backbone.name}, dimension {fs.dim}, "
           f"{fs.images_per_second:.1f} images/s")
     print(f"wrote {len(fs)} vectors as Parquet shards -> {out}/ (metadata: features.json); "
@@ -300,16 +295,14 @@ def _milvus_index(args: argparse.Namespace) -> int:
         fs = load_shards(source) if source.is_dir() else load_features(source)
         paths = Manifest.load(args.manifest).paths_of(fs.ids) if args.manifest else None
     except (json.JSONDecodeError, FeatureError, ManifestError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     try:
         client = connect(args.uri)
         create_collection(client, args.collection, fs.dim)
         count = insert(client, args.collection, fs.ids, normalize(fs.vectors), paths)
         create_index(client, args.collection, args.index_type, params)
     except Exception as err:  # pymilvus raises MilvusException and connection errors of its own
-        print(f"error: milvus at {args.uri}: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 1
+        return _error(f"milvus at {args.uri}: {str(err).splitlines()[0]}", 1)
     print(f"inserted {count} normalised vectors into {args.collection!r} at {args.uri}; "
           f"index {args.index_type} {params}, metric IP (cosine)")
     return 0

@@ -65,15 +65,21 @@ class Recommendation:
     @property
     def settings(self) -> list[str]:
         """ParameterSpace strings to try, cheapest first, e.g. ["nprobe=1", "nprobe=2", ...]."""
-        if self.param is None:
-            return [self.fixed]
-        return [",".join(s for s in (self.fixed, f"{self.param}={v}") if s) for v in self.values]
+        return settings_to_try(self.param, self.values, self.fixed)
 
     def __str__(self) -> str:
         tune = f"; tune {self.param} in {self.values[0]}..{self.values[-1]}" if self.param else ""
         fixed = f" ({self.fixed})" if self.fixed else ""
         train = f", train on {self.n_train:,} vectors" if self.n_train else ", no training"
         return f"{self.factory}{fixed}: ~{self.estimated_bytes / 1e6:,.1f} MB{train}{tune}. Why: {self.reason}"
+
+
+def settings_to_try(param: str | None, values, fixed: str = "") -> list[str]:
+    """ParameterSpace strings, cheapest first: `fixed` with each value of `param`
+    (["k_factor_rf=4,efSearch=16", ...]), or `fixed` alone when there is no parameter."""
+    if param is None:
+        return [fixed]
+    return [",".join(s for s in (fixed, f"{param}={v}") if s) for v in values]
 
 
 # ---------------------------------------------------------------- memory
@@ -294,7 +300,7 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
         raise ValueError(f"give values to try for {param}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     space = faiss.ParameterSpace()
-    settings = [",".join(s for s in (fixed, f"{param}={v}") if s) for v in values] if param else [fixed]
+    settings = settings_to_try(param, values, fixed)
     rows, best = [], None
     for setting in settings:
         if setting:
