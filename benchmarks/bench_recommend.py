@@ -17,6 +17,11 @@ under build/ (never the project's) with `python3 -m venv` and pip, and runs it t
 subprocess; if it cannot be installed, it says so and prints our side only. That venv gets
 faiss-cpu 1.7.4: autofaiss 2.18 builds OPQ with keyword arguments faiss 1.15 no longer accepts.
 Both indexes are searched here, by this project's faiss, with the same threads and queries.
+autofaiss's builds are kept under build/bench_recommend/, named by the index it chose and checked
+against a fingerprint of the vectors: when it chooses the same index for another budget (at 100k x
+1280 it picks one OPQ+IVF+PQ for both 1/4 and 1/16) or in a later run, that build is reused and
+the table says so; its build time is the one measured when it was built. --rebuild-autofaiss
+builds afresh.
 
 "QPS at equal recall": autofaiss's index is swept over its search parameter on the test queries
 (a favour to it: tuned on the reported queries) and we take its fastest point whose recall@10 is
@@ -28,8 +33,10 @@ at least ours; when none is, its most accurate point. The goal lines:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -65,6 +72,13 @@ if index is None:
 infos["build_s"] = time.perf_counter() - start
 faiss.write_index(index, sys.argv[2])
 json.dump(infos, open(sys.argv[3], "w"))
+"""
+
+AUTOFAISS_KEY = r"""
+import sys
+from autofaiss.external.optimize import get_optimal_index_keys_v2
+keys = get_optimal_index_keys_v2(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+print(keys[0] if keys else "")
 """
 
 
@@ -123,12 +137,30 @@ def autofaiss_ready(log) -> str | None:
     return str(python) if subprocess.run(check, capture_output=True).returncode == 0 else None
 
 
-def run_autofaiss(python, xb_path, name, budget_bytes, cores, log, timeout_s):
-    """autofaiss's build_index in its venv; the index (ids are row numbers) and its infos, or None."""
-    index_path, infos_path = WORK / f"autofaiss_{name}.index", WORK / f"autofaiss_{name}.json"
-    index_path.unlink(missing_ok=True)
+def fingerprint(xb) -> str:
+    return f"{xb.shape[0]}x{xb.shape[1]}:" + hashlib.sha1(xb.tobytes()).hexdigest()[:16]
+
+
+def run_autofaiss(python, xb_path, xb_print, name, budget_bytes, cores, log, timeout_s, rebuild):
+    """autofaiss's index for this budget (ids are row numbers) and its infos, or (None, None).
+
+    The index autofaiss will choose is asked first (a cheap call); a kept build of that index over
+    the same vectors is reused, infos["reused_from"] naming the budget it was built for."""
     memory = f"{int(budget_bytes)}B" if budget_bytes else "8G"   # no limit: 8G is 16x Flat at 100k x 1280; autofaiss
     # returns no index when the limit exceeds current_memory_available (16G here)
+    n, d = (int(v) for v in xb_print.split(":")[0].split("x"))
+    asked = subprocess.run([python, "-c", AUTOFAISS_KEY, str(n), str(d), memory], capture_output=True, text=True)
+    key = asked.stdout.strip().splitlines()[-1] if asked.returncode == 0 and asked.stdout.strip() else ""
+    stem = WORK / ("autofaiss_" + (re.sub(r"[^A-Za-z0-9]+", "_", key) if key else name))
+    index_path, infos_path = stem.with_suffix(".index"), stem.with_suffix(".json")
+    if not rebuild and index_path.exists() and infos_path.exists():
+        infos = json.loads(infos_path.read_text())   # our own file, trusted
+        if infos.get("fingerprint") == xb_print and infos.get("index_key") == key:
+            print(f"  autofaiss chooses {key}: reusing its build for {infos['built_for']} "
+                  f"({infos['build_s']:.0f} s when built)", flush=True)
+            return faiss.read_index(str(index_path)), {**infos, "reused_from": infos["built_for"]}
+    index_path.unlink(missing_ok=True)
+    print(f"  autofaiss chooses {key or '(it did not say)'}: building it", flush=True)
     try:
         done = subprocess.run([python, "-c", AUTOFAISS_RUN, str(xb_path), str(index_path), str(infos_path), memory,
                                str(cores)], capture_output=True, text=True, timeout=timeout_s)
@@ -141,7 +173,9 @@ def run_autofaiss(python, xb_path, name, budget_bytes, cores, log, timeout_s):
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         print(f"  autofaiss failed for {name}: {tail[0]}", flush=True)
         return None, None
-    return faiss.read_index(str(index_path)), json.loads(infos_path.read_text())   # our own file, trusted
+    infos = {**json.loads(infos_path.read_text()), "fingerprint": xb_print, "built_for": name}
+    infos_path.write_text(json.dumps(infos))
+    return faiss.read_index(str(index_path)), infos
 
 
 def main(argv=None) -> int:
@@ -151,6 +185,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Faiss threads for both sides")
     parser.add_argument("--no-autofaiss", action="store_true", help="our side only")
     parser.add_argument("--autofaiss-timeout", type=int, default=3600, help="seconds one autofaiss build may take")
+    parser.add_argument("--rebuild-autofaiss", action="store_true", help="do not reuse kept autofaiss builds")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
@@ -168,6 +203,7 @@ def main(argv=None) -> int:
 
     python = None if args.no_autofaiss else autofaiss_ready(log)
     xb_path = WORK / "xb.npy"
+    xb_print = fingerprint(xb)
     if python:
         np.save(xb_path, xb)
     rows, goals = [], []
@@ -195,14 +231,15 @@ def main(argv=None) -> int:
         del index
         if not python:
             continue
-        theirs, infos = run_autofaiss(python, xb_path, name, budget, args.threads, log,
-                                      args.autofaiss_timeout)
+        theirs, infos = run_autofaiss(python, xb_path, xb_print, name, budget, args.threads, log,
+                                      args.autofaiss_timeout, args.rebuild_autofaiss)
         if theirs is None:
             continue
         faiss.ParameterSpace().set_index_parameters(theirs, infos["index_param"])
         as_tuned = measure_settings(theirs, [infos["index_param"]], test_q, row_truth, K, args.repeats)[0]
         rows.append({"side": "autofaiss", "budget": name, "index": infos["index_key"], **as_tuned,
-                     "memory MB": faiss.serialize_index(theirs).nbytes / 1e6, "build s": infos["build_s"]})
+                     "memory MB": faiss.serialize_index(theirs).nbytes / 1e6,
+                     "build s": infos["build_s"] if "reused_from" not in infos else f"{infos['build_s']:.1f} (for {infos['reused_from']})"})
         param, values = default_space(theirs)
         settings = [f"{param}={v}" for v in values] if param else []
         curve = measure_settings(theirs, settings, test_q, row_truth, K, args.repeats) + [as_tuned]

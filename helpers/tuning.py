@@ -111,7 +111,7 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     """The serialized size in bytes of `faiss.index_factory(d, factory)` holding n vectors.
 
     Understands the strings `recommend` writes: [IDMap,] [PCA<D>|OPQ<m>_<D>,] one of Flat,
-    HNSW<M>[,Flat], IVF<K>[_HNSW<M>],Flat|SQ4|SQ6|SQ8|SQfp16|PQ<m>[x<b>], PQ<m>[x<b>], then [,RFlat].
+    HNSW<M>[,Flat], IVF<K>[_HNSW<M>],Flat|SQ4|SQ6|SQ8|SQfp16|PQ<m>[x<b>][np], PQ<m>[x<b>], then [,RFlat].
     Formulas in the module docstring; tests hold them to 5% of the built index plus 64 KiB.
     """
     parts = [p.strip() for p in factory.split(",") if p.strip()]
@@ -146,7 +146,7 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     elif code in ("SQ8", "SQ6", "SQ4", "SQfp16"):
         bits = {"SQ8": 8, "SQ6": 6, "SQ4": 4, "SQfp16": 16}[code]
         total += n * math.ceil(d * bits / 8) + (8 * d if bits < 16 else 0)
-    elif m := re.fullmatch(r"PQ(\d+)(?:x(\d+))?", code):
+    elif m := re.fullmatch(r"PQ(\d+)(?:x(\d+))?(?:np)?", code):
         pm, nbits = int(m.group(1)), int(m.group(2) or 8)
         total += n * math.ceil(pm * nbits / 8) + 4 * d * 2 ** nbits
     else:
@@ -209,14 +209,20 @@ def _candidates(n: int, d: int, target: float):
                    f"N={n:,} is below the 256 x 39 vectors 8-bit PQ trains on: {nbits}-bit PQ{m}, scanned exhaustively")
         return
     for m in sorted((m for m in range(128, d // 2) if d % m == 0), reverse=True):   # fewer bytes than SQ4
-        yield (f"{ivf},PQ{m}", _train_size(n, nlist, pq=True), "nprobe", probes, "",
-               f"tight budget: PQ{m} keeps {m} bytes a vector (+8 for its id), {d // m} dims a sub-quantiser; "
-               "with this many sub-quantisers an OPQ rotation gains little and trains slowly")
+        for shrink in (1, 2, 4):   # PQ's recall is its code size: fewer lists (smaller centroids) for a bigger code
+            if coarse and shrink > 1:
+                break
+            nl = max(1, nlist // shrink)
+            fewer = (f"; nlist {nl} (not {nlist}): fewer centroids leave room for the bigger code, "
+                     "which decides PQ's recall" if shrink > 1 else "")
+            yield (f"IVF{nl}{coarse},PQ{m}np", _train_size(n, nl, pq=True), "nprobe", tuple(p for p in NPROBES if p <= nl),
+                   "", f"tight budget: PQ{m} keeps {m} bytes a vector (+8 for its id), {d // m} dims a sub-quantiser; "
+                   f"with this many sub-quantisers an OPQ rotation gains little and trains slowly{fewer}")
     for m in (64, 48, 32, 24, 16, 8, 4):
         dr = min(4 * m, d - d % m)   # OPQ reduces to D = 4m (4 dims a sub-quantiser) when d allows; m divides D
         if dr < m:
             continue
-        yield (f"OPQ{m}_{dr},{ivf},PQ{m}", _train_size(n, nlist, pq=True), "nprobe", probes, "",
+        yield (f"OPQ{m}_{dr},{ivf},PQ{m}np", _train_size(n, nlist, pq=True), "nprobe", probes, "",
                f"tight budget: OPQ rotates and reduces to {dr} dims (a rotation keeps inner products, "
                f"unlike PCA's centring), PQ{m} keeps {m} bytes a vector (+8 for its id)")
 
@@ -228,7 +234,9 @@ def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
     memory_budget: bytes, a string like "200MB", or None for no limit. The first candidate in the
     guidelines' order whose `estimate_memory` fits is returned: Flat (small N or near-exact target),
     PCA-reduced HNSW + exact re-ranking (d >= 512), HNSW32, IVF..,Flat, IVF..,SQfp16/SQ8/SQ6/SQ4,
-    IVF..,PQm (m >= 128) then OPQ+IVF..,PQm, the most bytes that fit. Raises NoIndexFits when none fits. Notebook 08.
+    IVF..,PQm (m >= 128, nlist halved up to twice to fit a bigger code) then OPQ+IVF..,PQm, the
+    most bytes that fit. PQ strings end in `np`: no polysemous training, which only serves
+    Hamming-threshold search (`ht`, unused here) and made a 100k x 1280 PQ160 train 20x slower. Raises NoIndexFits when none fits. Notebook 08.
     """
     if int(n) != n or n < 1 or int(d) != d or d < 1:
         raise ValueError(f"n and d must be positive integers, got n={n!r}, d={d!r}")

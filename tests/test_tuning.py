@@ -38,7 +38,10 @@ def test_recommend_fits_the_budget_and_faiss_accepts_the_string(n, d):
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             if n < 1_000_000 and ivf.nlist * 39 <= n // 4:
-                assert 4 * math.sqrt(n) / 2 <= ivf.nlist <= 16 * math.sqrt(n), "nlist near 4*sqrt(N)..16*sqrt(N)"
+                low = 4 * math.sqrt(n) / 2
+                assert ivf.nlist <= 16 * math.sqrt(n), "nlist near 4*sqrt(N)..16*sqrt(N)"
+                if ivf.nlist < low:   # only to fit a bigger PQ code, and the reason says so
+                    assert ivf.nlist >= low / 4 and "fewer centroids leave room" in rec.reason, rec
             assert rec.n_train >= 39 * ivf.nlist, "at least 39 training points a centroid"
             assert rec.n_train <= max(256 * ivf.nlist, 256 * 256), "at most 256 a centroid"
             assert rec.param == "nprobe" and max(rec.values) <= ivf.nlist
@@ -49,6 +52,8 @@ def test_recommend_fits_the_budget_and_faiss_accepts_the_string(n, d):
                 assert layer.d % layer.pq.M == 0, "m divides the (reduced) dimension"
                 if layer.pq.nbits == 8:
                     assert rec.n_train >= 256 * 39, "8-bit PQ trains on at least 256 x 39 vectors"
+            if isinstance(layer, faiss.IndexIVFPQ):
+                assert not layer.do_polysemous_training, "np: no polysemous training (ht is never used; it is slow)"
         if rec.factory == "IDMap,HNSW32,Flat":
             assert rec.param == "efSearch"
 
@@ -64,7 +69,7 @@ def test_recommend_follows_the_guidelines_order():
     assert recommend(100_000, 1280, 1.02 * flat).factory.endswith(",Flat")         # full vectors, no graph: IVF
     assert recommend(100_000, 1280, 1.02 * flat).param == "nprobe"
     assert recommend(100_000, 1280, flat / 4).factory.endswith("SQ6")              # tight: fewer bits a dimension
-    assert recommend(100_000, 1280, flat / 16).factory == "IVF1024,PQ160"          # tighter: PQ, m divides d
+    assert recommend(100_000, 1280, flat / 16).factory == "IVF512,PQ256np"         # tighter: PQ, m divides d, fewer lists for a bigger code
     assert recommend(100_000, 128, 100_000 * 4 * 128 / 16).factory.startswith("OPQ")  # low d: OPQ + few bytes
     assert recommend(100_000, 1280, flat / 1.9).factory.endswith("SQfp16")
     assert recommend(100_000, 1280, flat / 2.5).factory.endswith("SQ8")
@@ -97,7 +102,7 @@ def test_budget_strings():
     ("IDMap,Flat", 3000, 128), ("IDMap,HNSW32,Flat", 3000, 128), ("IDMap,HNSW8,Flat", 3000, 64),
     ("IVF32,Flat", 3000, 128), ("IVF32_HNSW32,Flat", 3000, 128), ("IVF32,SQ8", 3000, 128),
     ("IVF32,SQ6", 3000, 100), ("IVF32,SQ4", 3000, 128),
-    ("IVF32,SQfp16", 3000, 100), ("IVF16,PQ16", 10_000, 64), ("OPQ8_32,IVF16,PQ8", 10_000, 64),
+    ("IVF32,SQfp16", 3000, 100), ("IVF16,PQ16np", 10_000, 64), ("OPQ8_32,IVF16,PQ8np", 10_000, 64),
     ("PCA32,IVF16,SQ8", 3000, 128), ("IDMap,PCA32,HNSW16,RFlat", 3000, 256), ("IDMap,PQ8x6", 3000, 64),
 ])
 def test_estimate_memory_matches_the_built_index(factory, n, d):
