@@ -56,6 +56,7 @@ K = 10
 VENV = ROOT / "build" / "autofaiss-venv"
 WORK = ROOT / "build" / "bench_recommend"
 AUTOFAISS_PINS = ["autofaiss==2.18.0", "pyarrow<16", "faiss-cpu==1.7.4"]   # its OPQ code predates faiss 1.8's API
+TIMED_OUT: dict[str, str] = {}   # index key -> the budget whose autofaiss build ran past the timeout
 BUDGETS = (("unlimited", None, 0.95), ("flat_over_4", 1 / 4, 0.95), ("flat_over_16", 1 / 16, 0.85))
 
 AUTOFAISS_RUN = r"""
@@ -159,6 +160,10 @@ def run_autofaiss(python, xb_path, xb_print, name, budget_bytes, cores, log, tim
             print(f"  autofaiss chooses {key}: reusing its build for {infos['built_for']} "
                   f"({infos['build_s']:.0f} s when built)", flush=True)
             return faiss.read_index(str(index_path)), {**infos, "reused_from": infos["built_for"]}
+    if key and key in TIMED_OUT:
+        print(f"  autofaiss chooses {key} again: its build already ran past --autofaiss-timeout for "
+              f"{TIMED_OUT[key]}; not built twice", flush=True)
+        return None, None
     index_path.unlink(missing_ok=True)
     print(f"  autofaiss chooses {key or '(it did not say)'}: building it", flush=True)
     try:
@@ -166,6 +171,7 @@ def run_autofaiss(python, xb_path, xb_print, name, budget_bytes, cores, log, tim
                                str(cores)], capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         print(f"  autofaiss did not finish within {timeout_s} s for {name} (--autofaiss-timeout)", flush=True)
+        TIMED_OUT[key] = name
         return None, None
     log.write(done.stdout + done.stderr)
     log.flush()

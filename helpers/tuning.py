@@ -42,6 +42,8 @@ HNSW_MAX_N = 10_000_000           # HNSW above this takes hours to build on a CP
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 K_FACTOR = 4                      # candidates re-ranked a result by RFlat (notebook 06 measured it)
+OPQ_CODES = (128, 96, 64, 48, 32, 24, 16, 8, 4)   # PQ bytes a vector under SQ4; OPQ training grows with m
+# (OPQ128_512 took 9 min on 65,536 x 1280 on 2 cores)
 OWN_QUERIES = 500                 # tuning queries `tune_on_own_vectors` samples from the collection
 
 
@@ -208,23 +210,14 @@ def _candidates(n: int, d: int, target: float):
             yield (f"IDMap,PQ{m}x{nbits}", n, None, (), "",
                    f"N={n:,} is below the 256 x 39 vectors 8-bit PQ trains on: {nbits}-bit PQ{m}, scanned exhaustively")
         return
-    for m in sorted((m for m in range(128, d // 2) if d % m == 0), reverse=True):   # fewer bytes than SQ4
-        for shrink in (1, 2, 4):   # PQ's recall is its code size: fewer lists (smaller centroids) for a bigger code
-            if coarse and shrink > 1:
-                break
-            nl = max(1, nlist // shrink)
-            fewer = (f"; nlist {nl} (not {nlist}): fewer centroids leave room for the bigger code, "
-                     "which decides PQ's recall" if shrink > 1 else "")
-            yield (f"IVF{nl}{coarse},PQ{m}np", _train_size(n, nl, pq=True), "nprobe", tuple(p for p in NPROBES if p <= nl),
-                   "", f"tight budget: PQ{m} keeps {m} bytes a vector (+8 for its id), {d // m} dims a sub-quantiser; "
-                   f"with this many sub-quantisers an OPQ rotation gains little and trains slowly{fewer}")
-    for m in (64, 48, 32, 24, 16, 8, 4):
+    for m in OPQ_CODES:
         dr = min(4 * m, d - d % m)   # OPQ reduces to D = 4m (4 dims a sub-quantiser) when d allows; m divides D
         if dr < m:
             continue
         yield (f"OPQ{m}_{dr},{ivf},PQ{m}np", _train_size(n, nlist, pq=True), "nprobe", probes, "",
-               f"tight budget: OPQ rotates and reduces to {dr} dims (a rotation keeps inner products, "
-               f"unlike PCA's centring), PQ{m} keeps {m} bytes a vector (+8 for its id)")
+               f"the budget leaves about {m} bytes a vector: OPQ rotates and reduces to {dr} dims (a rotation keeps "
+               f"inner products, unlike PCA's centring) so that PQ{m}'s {m} codes of 4 dims each lose little; "
+               "on the course's 1280-d features this beat PQ without rotation at twice the bytes")
 
 
 def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
@@ -234,9 +227,9 @@ def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
     memory_budget: bytes, a string like "200MB", or None for no limit. The first candidate in the
     guidelines' order whose `estimate_memory` fits is returned: Flat (small N or near-exact target),
     PCA-reduced HNSW + exact re-ranking (d >= 512), HNSW32, IVF..,Flat, IVF..,SQfp16/SQ8/SQ6/SQ4,
-    IVF..,PQm (m >= 128, nlist halved up to twice to fit a bigger code) then OPQ+IVF..,PQm, the
-    most bytes that fit. PQ strings end in `np`: no polysemous training, which only serves
-    Hamming-threshold search (`ht`, unused here) and made a 100k x 1280 PQ160 train 20x slower. Raises NoIndexFits when none fits. Notebook 08.
+    OPQ<m>_<4m>,IVF..,PQ<m> with the most bytes that fit (m <= 128). PQ strings end in `np`: no
+    polysemous training, which only serves Hamming-threshold search (`ht`, unused here) and made
+    a 100k x 1280 PQ160 train 20x slower. Raises NoIndexFits when none fits. Notebook 08.
     """
     if int(n) != n or n < 1 or int(d) != d or d < 1:
         raise ValueError(f"n and d must be positive integers, got n={n!r}, d={d!r}")
