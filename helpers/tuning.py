@@ -113,7 +113,7 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
     """The serialized size in bytes of `faiss.index_factory(d, factory)` holding n vectors.
 
     Understands the strings `recommend` writes: [IDMap,] [PCA<D>|OPQ<m>_<D>,] one of Flat,
-    HNSW<M>[,Flat], IVF<K>[_HNSW<M>],Flat|SQ4|SQ6|SQ8|SQfp16|PQ<m>[x<b>][np], PQ<m>[x<b>], then [,RFlat].
+    HNSW<M>[,Flat], IVF<K>[_HNSW<M>],Flat|SQ4|SQ6|SQ8|SQfp16|PQ<m>[x<b>][np], PQ<m>[x<b>][np], then [,RFlat].
     Formulas in the module docstring; tests hold them to 5% of the built index plus 64 KiB.
     """
     parts = [p.strip() for p in factory.split(",") if p.strip()]
@@ -207,7 +207,7 @@ def _candidates(n: int, d: int, target: float):
                         for b in range(top, min(top, 4) - 1, -1)),
                        key=lambda mb: -mb[0] * mb[1])   # most bits a code first; fewer bits, smaller codebooks
         for m, nbits in codes:
-            yield (f"IDMap,PQ{m}x{nbits}", n, None, (), "",
+            yield (f"IDMap,PQ{m}x{nbits}np", n, None, (), "",
                    f"N={n:,} is below the 256 x 39 vectors 8-bit PQ trains on: {nbits}-bit PQ{m}, scanned exhaustively")
         return
     for m in OPQ_CODES:
@@ -229,7 +229,8 @@ def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
     PCA-reduced HNSW + exact re-ranking (d >= 512), HNSW32, IVF..,Flat, IVF..,SQfp16/SQ8/SQ6/SQ4,
     OPQ<m>_<4m>,IVF..,PQ<m> with the most bytes that fit (m <= 128). PQ strings end in `np`: no
     polysemous training, which only serves Hamming-threshold search (`ht`, unused here) and made
-    a 100k x 1280 PQ160 train 20x slower. Raises NoIndexFits when none fits. Notebook 08.
+    IVF256,PQ160 on 16,384 x 1280 vectors train 20x slower (benchmarks/bench_pq_training.py).
+    Raises NoIndexFits when none fits. Notebook 08.
     """
     if int(n) != n or n < 1 or int(d) != d or d < 1:
         raise ValueError(f"n and d must be positive integers, got n={n!r}, d={d!r}")

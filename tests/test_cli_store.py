@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from PIL import Image
@@ -21,6 +24,21 @@ ENV = {**os.environ, "SIMSEARCH_BACKBONE": "efficientnet_lite0", "PYTHONPATH": s
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "helpers", *args], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=600)
+
+
+def run_here(*args: str) -> subprocess.CompletedProcess:
+    """`run` in this process, without an interpreter's start-up (4-5 s with torch each): for the
+    error cases; each error test also runs one command through `run`, as a user would."""
+    from helpers.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, {"SIMSEARCH_BACKBONE": ENV["SIMSEARCH_BACKBONE"]}), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:   # argparse's usage errors
+            code = exit_.code
+    return subprocess.CompletedProcess(["python", "-m", "helpers", *args], code, out.getvalue(), err.getvalue())
 
 
 def one_line_error(proc: subprocess.CompletedProcess, phrase: str) -> None:
@@ -110,26 +128,26 @@ def test_missing_corrupt_and_mismatched_bundles_give_one_line(built, tmp_path):
     subprocess.run(["cp", "-r", str(built["bundle"]), str(broken)], check=True)
     index = broken / "index.faiss"
     index.write_bytes(index.read_bytes()[:1000])
-    one_line_error(run("search", str(broken), query), "truncated or was replaced")
-    one_line_error(run("update", str(broken), str(built["folder"])), "truncated or was replaced")
+    one_line_error(run_here("search", str(broken), query), "truncated or was replaced")
+    one_line_error(run_here("update", str(broken), str(built["folder"])), "truncated or was replaced")
 
     other = tmp_path / "other"
     subprocess.run(["cp", "-r", str(built["bundle"]), str(other)], check=True)
     meta = json.loads((other / "bundle.json").read_text())
     meta["backbone"]["weights_id"] = "someone-elses-weights"
     (other / "bundle.json").write_text(json.dumps(meta))
-    one_line_error(run("search", str(other), query), "was built with weights someone-elses-weights but")
+    one_line_error(run_here("search", str(other), query), "was built with weights someone-elses-weights but")
 
 
 def test_unreadable_queries_and_bad_options_give_one_line(built, tmp_path):
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"\xff\xd8 not really a jpeg")
     one_line_error(run("search", str(built["bundle"]), str(junk)), "junk.jpg: ")
-    one_line_error(run("search", str(built["bundle"]), str(tmp_path / "gone.jpg")), "gone.jpg: no such image file")
+    one_line_error(run_here("search", str(built["bundle"]), str(tmp_path / "gone.jpg")), "gone.jpg: no such image file")
     query = str(next(iter(built["queries"].values())))
-    one_line_error(run("search", str(built["bundle"]), query, "--param", "nprobe=4"), "do not fit this index")
-    one_line_error(run("search", str(built["bundle"]), query, "-k", "0"), "ask for at least one result")
-    one_line_error(run("index", str(tmp_path / "m.csv"), "f.npy", "--out", str(tmp_path / "b")), "no such manifest file")
+    one_line_error(run_here("search", str(built["bundle"]), query, "--param", "nprobe=4"), "do not fit this index")
+    one_line_error(run_here("search", str(built["bundle"]), query, "-k", "0"), "ask for at least one result")
+    one_line_error(run_here("index", str(tmp_path / "m.csv"), "f.npy", "--out", str(tmp_path / "b")), "no such manifest file")
 
 
 def test_index_with_a_budget_and_a_recall_target_says_what_it_chose(built, tmp_path):
@@ -141,10 +159,10 @@ def test_index_with_a_budget_and_a_recall_target_says_what_it_chose(built, tmp_p
     assert lines[1] == "tuned on 12 of its own vectors: no parameter reaches recall 1.000 >= 0.9"
     one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "1kB"),
                    "nothing fits '1kB' for 12 vectors")
-    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "lots"),
+    one_line_error(run_here("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "lots"),
                    "memory budget 'lots'")
-    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "1GB",
+    one_line_error(run_here("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "1GB",
                        "--factory", "IVF4,Flat"), "give --budget or --factory, not both")
-    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--recall", "95"),
+    one_line_error(run_here("index", manifest, features, "--out", str(tmp_path / "c"), "--recall", "95"),
                    "--recall 95.0: give a recall@10 target between 0 and 1")
     assert not (tmp_path / "c").exists()

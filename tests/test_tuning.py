@@ -49,7 +49,6 @@ def test_recommend_fits_the_budget_and_faiss_accepts_the_string(n, d):
                 assert layer.d % layer.pq.M == 0, "m divides the (reduced) dimension"
                 if layer.pq.nbits == 8:
                     assert rec.n_train >= 256 * 39, "8-bit PQ trains on at least 256 x 39 vectors"
-            if isinstance(layer, faiss.IndexIVFPQ):
                 assert not layer.do_polysemous_training, "np: no polysemous training (ht is never used; it is slow)"
         if rec.factory == "IDMap,HNSW32,Flat":
             assert rec.param == "efSearch"
