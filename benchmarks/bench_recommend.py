@@ -142,15 +142,14 @@ def fingerprint(xb) -> str:
     return f"{xb.shape[0]}x{xb.shape[1]}:" + hashlib.sha1(xb.tobytes()).hexdigest()[:16]
 
 
-def run_autofaiss(python, xb_path, xb_print, name, budget_bytes, cores, log, timeout_s, rebuild):
+def run_autofaiss(python, xb_path, xb_print, shape, name, budget_bytes, cores, log, timeout_s, rebuild):
     """autofaiss's index for this budget (ids are row numbers) and its infos, or (None, None).
 
     The index autofaiss will choose is asked first (a cheap call); a kept build of that index over
     the same vectors is reused, infos["reused_from"] naming the budget it was built for."""
     memory = f"{int(budget_bytes)}B" if budget_bytes else "8G"   # no limit: 8G is 16x Flat at 100k x 1280; autofaiss
     # returns no index when the limit exceeds current_memory_available (16G here)
-    n, d = (int(v) for v in xb_print.split(":")[0].split("x"))
-    asked = subprocess.run([python, "-c", AUTOFAISS_KEY, str(n), str(d), memory], capture_output=True, text=True)
+    asked = subprocess.run([python, "-c", AUTOFAISS_KEY, str(shape[0]), str(shape[1]), memory], capture_output=True, text=True)
     key = asked.stdout.strip().splitlines()[-1] if asked.returncode == 0 and asked.stdout.strip() else ""
     stem = WORK / ("autofaiss_" + (re.sub(r"[^A-Za-z0-9]+", "_", key) if key else name))
     index_path, infos_path = stem.with_suffix(".index"), stem.with_suffix(".json")
@@ -237,7 +236,7 @@ def main(argv=None) -> int:
         del index
         if not python:
             continue
-        theirs, infos = run_autofaiss(python, xb_path, xb_print, name, budget, args.threads, log,
+        theirs, infos = run_autofaiss(python, xb_path, xb_print, xb.shape, name, budget, args.threads, log,
                                       args.autofaiss_timeout, args.rebuild_autofaiss)
         if theirs is None:
             continue

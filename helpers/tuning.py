@@ -216,8 +216,7 @@ def _candidates(n: int, d: int, target: float):
             continue
         yield (f"OPQ{m}_{dr},{ivf},PQ{m}np", _train_size(n, nlist, pq=True), "nprobe", probes, "",
                f"the budget leaves about {m} bytes a vector: OPQ rotates and reduces to {dr} dims (a rotation keeps "
-               f"inner products, unlike PCA's centring) so that PQ{m}'s {m} codes of 4 dims each lose little; "
-               "on the course's 1280-d features this beat PQ without rotation at twice the bytes")
+               f"inner products, unlike PCA's centring) so that PQ{m}'s {m} codes of 4 dims each lose little")
 
 
 def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
