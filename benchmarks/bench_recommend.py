@@ -6,7 +6,8 @@
 For three memory budgets (no limit, 1/4 and 1/16 of Flat's memory) and a recall@10 target
 (0.95; 0.85 at 1/16):
 - ours: `helpers.tuning.recommend` picks a factory string, we build it, `tune` picks the cheapest
-  search setting reaching the target on the TUNING half of the real queries;
+  search setting reaching the target (by its margin of one standard error) on the TUNING half of
+  the real queries;
 - autofaiss 2.18: `build_index` with the same budget picks and tunes its own index (its tuning
   aims at a query-time limit, 10 ms by default, not at a recall).
 Both are then measured on the TEST half of the queries: recall@10, QPS, memory (serialized

@@ -69,12 +69,17 @@ def recall_at_k(found, truth, k: int) -> float:
 
     `found` and `truth` are SearchResults or (nq, >=k) id arrays; -1 (no result) never matches.
     """
+    return float(recalls_at_k(found, truth, k).mean())
+
+
+def recalls_at_k(found, truth, k: int) -> np.ndarray:
+    """Each query's recall@k (its mean is `recall_at_k`): how much it varies from query to query
+    says how far a recall measured on few queries can be trusted (`tuning.tune`'s margin)."""
     found, truth = _ids(found)[:, :k], _ids(truth)[:, :k]
-    if found.shape[1] < k or truth.shape[1] < k or len(found) != len(truth):
+    if found.shape[1] < k or truth.shape[1] < k or len(found) != len(truth) or not len(found):
         raise ValueError(f"recall@{k} needs k={k} results for each of the same queries; got "
                          f"{found.shape} found and {truth.shape} true")
-    hits = sum(len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth))
-    return hits / (len(found) * k)
+    return np.array([len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth)]) / k
 
 
 def one_recall_at_1(found, truth) -> float:

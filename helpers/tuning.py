@@ -7,7 +7,8 @@
 - `estimate_memory(factory, n, d)`: the serialized size of that index holding n vectors, from
   the formulas below (tests check them against `faiss.serialize_index` of built indexes).
 - `tune(index, queries, truth, recall_target)`: the cheapest search setting that reaches the
-  target recall@k on tuning queries, set with `faiss.ParameterSpace`, or a result saying it cannot;
+  target recall@k on tuning queries by a margin of one standard error of that mean, set with
+  `faiss.ParameterSpace`, or a result saying it cannot;
   `tune_on_own_vectors` when the collection's own vectors are the only queries (the CLI's --recall).
 - `measure_settings(index, settings, queries, truth)`: recall and QPS at each setting (the grids).
 - `pareto_front(rows)`: the rows no other row beats on both recall and speed.
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from .evaluate import ground_truth, median_seconds, recall_at_k
+from .evaluate import ground_truth, median_seconds, recall_at_k, recalls_at_k
 from .indexes import layers
 
 METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
@@ -45,6 +46,7 @@ K_FACTOR = 4                      # candidates re-ranked a result by RFlat (note
 OPQ_CODES = (128, 96, 64, 48, 32, 24, 16, 8, 4)   # PQ bytes a vector under SQ4; OPQ training grows with m
 # (OPQ128_512 took 9 min on 65,536 x 1280 on 2 cores)
 OWN_QUERIES = 500                 # tuning queries `tune_on_own_vectors` samples from the collection
+MARGIN_SE = 1.0                   # `tune` asks recall - MARGIN_SE standard errors >= target (see tune)
 
 
 class NoIndexFits(ValueError):
@@ -253,21 +255,27 @@ def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
 
 @dataclass
 class TuneResult:
-    """What `tune` found: `setting` (a ParameterSpace string) reached `recall` >= target on the
-    tuning queries when `reached`; otherwise `setting` is the best one tried and `message` says so."""
+    """What `tune` found: `setting` (a ParameterSpace string) reached the target on the tuning
+    queries when `reached` (its `recall` less `margin` standard errors `se` of that mean was >= target);
+    otherwise `setting` is the best one tried and `message` says so."""
     setting: str | None
     recall: float
     reached: bool
     target: float
     rows: list[dict] = field(default_factory=list)
+    se: float = 0.0
+    margin: float = MARGIN_SE
 
     @property
     def message(self) -> str:
+        noise = f" ± {self.se:.3f}" if self.se else ""
         if self.reached:
-            return f"{self.setting or 'no parameter'} reaches recall {self.recall:.3f} >= {self.target}"
-        return (f"no setting tried reaches recall {self.target}: the best, {self.setting}, gives {self.recall:.3f}; "
+            return (f"{self.setting or 'no parameter'} reaches recall {self.recall:.3f}{noise} >= {self.target}"
+                    + (f" with a margin of {self.margin:g} standard error" if self.se and self.margin else ""))
+        return (f"no setting tried reaches recall {self.target}"
+                + (f" with a margin of {self.margin:g} standard error" if self.margin else "")
+                + f": the best, {self.setting}, gives {self.recall:.3f}{noise}; "
                 "widen the range, or choose a bigger index (more bytes a vector, or re-ranking)")
-
 
 
 def default_space(index: faiss.Index) -> tuple[str | None, tuple[int, ...]]:
@@ -281,19 +289,26 @@ def default_space(index: faiss.Index) -> tuple[str | None, tuple[int, ...]]:
 
 
 def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | None = None,
-         values=None, *, fixed: str = "", k: int = 10, own_ids=None) -> TuneResult:
+         values=None, *, fixed: str = "", k: int = 10, own_ids=None, margin: float = MARGIN_SE) -> TuneResult:
     """The cheapest setting of `param` (smallest value, tried in increasing order) whose recall@k on
-    `queries` against `truth` (exact top-k ids) reaches `recall_target`; set on `index` when found.
+    `queries` against `truth` (exact top-k ids) reaches `recall_target` with a margin; set on the
+    index when found.
 
     Use tuning queries, never the queries you report. `param`/`values` default to `default_space`;
     `fixed` is a ParameterSpace string set too (e.g. "k_factor_rf=4", ParameterSpace's name for
     RFlat's k_factor). Queries must already be in the index's space (L2-normalised for cosine).
     Recall grows with nprobe and efSearch, so the first value that reaches the target is the
-    cheapest. `own_ids`: when the queries are vectors of the index itself, their ids; each query's
-    own id is dropped from its results (and must be absent from `truth`). Notebook 08.
+    cheapest. The margin: a recall measured on nq queries is a mean whose standard error is
+    std(per-query recall) / sqrt(nq), so a setting just at the target on the tuning queries is
+    about as likely to miss it on others; `tune` asks recall - margin x that error >= target
+    (margin=0: the mean alone). `own_ids`: when the queries are vectors of the index itself,
+    their ids; each query's own id is dropped from its results (and must be absent from `truth`).
+    Notebook 08.
     """
     if not 0 < recall_target <= 1:
         raise ValueError(f"recall_target {recall_target!r} must be in (0, 1]")
+    if margin < 0:
+        raise ValueError(f"margin {margin!r} must be >= 0 standard errors")
     if param is None:
         param, values = default_space(index)
     values = tuple(values or ())
@@ -309,20 +324,22 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
         _, found = index.search(queries, k + (own_ids is not None))
         if own_ids is not None:
             found = _without_own(found, own_ids, k)
-        recall = recall_at_k(found, truth, k)
-        rows.append({"setting": setting, f"recall@{k}": recall})
+        per_query = recalls_at_k(found, truth, k)
+        recall = float(per_query.mean())
+        se = float(per_query.std(ddof=1) / math.sqrt(len(per_query))) if len(per_query) > 1 else 0.0
+        rows.append({"setting": setting, f"recall@{k}": recall, "standard error": se})
         if best is None or recall > best[1]:
-            best = (setting, recall)
-        if recall >= recall_target:
-            return TuneResult(setting or None, recall, True, recall_target, rows)
+            best = (setting, recall, se)
+        if recall - margin * se >= recall_target:
+            return TuneResult(setting or None, recall, True, recall_target, rows, se, margin)
     if best[0]:
         space.set_index_parameters(index, best[0])
-    return TuneResult(best[0] or None, best[1], False, recall_target, rows)
+    return TuneResult(best[0] or None, best[1], False, recall_target, rows, best[2], margin)
 
 
 def tune_on_own_vectors(index: faiss.Index, x, ids, recall_target: float, metric: str = "cosine", *,
                         param: str | None = None, values=None, fixed: str = "", k: int = 10,
-                        n_queries: int = OWN_QUERIES, seed: int = 0) -> TuneResult:
+                        n_queries: int = OWN_QUERIES, seed: int = 0, margin: float = MARGIN_SE) -> TuneResult:
     """`tune` with a sample of the indexed vectors `x` (stored under `ids`, in the index's space) as
     queries, for a collection without separate queries (`python -m helpers index --recall`): each
     query's own id is left out of its exact and approximate top-k, so finding itself earns nothing."""
@@ -332,7 +349,7 @@ def tune_on_own_vectors(index: faiss.Index, x, ids, recall_target: float, metric
     pick = np.random.default_rng(seed).choice(len(x), min(n_queries, len(x)), replace=False)
     truth = ground_truth(x, ids, x[pick], k + 1, "l2" if metric == "l2" else "cosine").ids
     return tune(index, x[pick], _without_own(truth, ids[pick], k), recall_target, param, values,
-                fixed=fixed, k=k, own_ids=ids[pick])
+                fixed=fixed, k=k, own_ids=ids[pick], margin=margin)
 
 
 def _without_own(found: np.ndarray, own_ids, k: int) -> np.ndarray:

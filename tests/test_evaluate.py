@@ -29,6 +29,9 @@ def test_metric_definitions_on_hand_made_results():
     found = np.array([[3, 9, 1], [-1, -1, 4]])
     assert ev.recall_at_k(found, truth, 3) == pytest.approx(3 / 6)   # 2 of 3, then 1 of 3
     assert ev.recall_at_k(found, truth, 1) == 0.0                    # top-1 only: 3 is not 1, -1 is not 4
+    assert ev.recalls_at_k(found, truth, 3) == pytest.approx([2 / 3, 1 / 3])   # each query's, mean above
+    with pytest.raises(ValueError, match="recall@3"):
+        ev.recalls_at_k(found[:0], truth[:0], 3)                        # no queries: no recall
     assert ev.one_recall_at_1(np.array([[1, 7], [5, 4]]), truth) == 0.5
     with pytest.raises(ValueError, match="recall@5"):
         ev.recall_at_k(found, truth, 5)

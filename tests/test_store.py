@@ -122,7 +122,8 @@ def test_recommended_index_is_trained_on_a_sample_tuned_and_saved_with_its_setti
     bundle = store.build(manifest, fs, rec.factory, params=rec.fixed or None, n_train=rec.n_train, progress=False)
     tuned = store.tune(bundle, fs, 0.9, param=rec.param, values=rec.values)
     assert tuned.reached and bundle.meta["search_parameters"] == tuned.setting
-    assert tuned.rows[-1]["recall@10"] >= 0.9 and (len(tuned.rows) == 1 or tuned.rows[-2]["recall@10"] < 0.9)
+    lower = [r["recall@10"] - r["standard error"] for r in tuned.rows]   # tune's margin: one standard error
+    assert lower[-1] >= 0.9 and all(v < 0.9 for v in lower[:-1])
     store.save(bundle, tmp_path / "b")
     loaded = store.load(tmp_path / "b")
     assert loaded.meta["search_parameters"] == tuned.setting
