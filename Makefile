@@ -69,8 +69,10 @@ wheelhouse:
 	$(PYTHON) -m pip wheel --disable-pip-version-check --wheel-dir $(WHEELHOUSE) -r requirements.txt "setuptools>=61"
 	@du -sh $(WHEELHOUSE)
 
+# the BLAS kernels helpers.blas chooses for this CPU, for Jupyter and every kernel it starts
 lab: $(STAMP)
-	$(PY) -m jupyter lab notebooks/
+	env $$($(PY) -c 'import helpers.blas as b; k = b.choose_kernels(); print(f"{b.VARIABLE}={k}" if k else "")') \
+	    $(PY) -m jupyter lab notebooks/
 
 clean:
 	rm -rf build data/work

@@ -20,10 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import helpers  # noqa: E402,F401  (before faiss: it chooses Faiss's BLAS kernels, helpers/blas.py)
+import faiss  # noqa: E402
 from helpers.backbones import load_backbone  # noqa: E402
 from helpers.datasets import DatasetUnavailable, build_fashion_mnist  # noqa: E402
 from helpers.distractors import DistractorModel  # noqa: E402

@@ -32,11 +32,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import helpers  # noqa: E402,F401  (before faiss: it chooses Faiss's BLAS kernels, helpers/blas.py)
+import faiss  # noqa: E402
 from _goal import goal  # noqa: E402  (benchmarks/ is on the path: this script's folder)
 from bench_features import write_jpegs  # noqa: E402
 from helpers.backbones import load_backbone  # noqa: E402

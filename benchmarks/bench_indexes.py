@@ -33,10 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import helpers  # noqa: E402,F401  (before faiss: it chooses Faiss's BLAS kernels, helpers/blas.py)
+import faiss  # noqa: E402
 from benchmarks._goal import goal  # noqa: E402
 from helpers import distractors, evaluate, indexes as ix  # noqa: E402
 from helpers.presentation import Table  # noqa: E402

@@ -17,9 +17,11 @@ autofaiss pins numpy < 2, so this script installs it into its own throwaway virt
 under build/ (never the project's) with `python3 -m venv` and pip, and runs it there in a
 subprocess; if it cannot be installed, it says so and prints our side only. That venv gets
 faiss-cpu 1.7.4: autofaiss 2.18 builds OPQ with keyword arguments faiss 1.15 no longer accepts.
-Both indexes are searched here, by this project's faiss, with the same threads and queries.
+Both indexes are searched here, by this project's faiss, with the same threads and queries, and
+both sides run the BLAS kernels `helpers.blas` chooses for this CPU (OPENBLAS_CORETYPE, which the
+autofaiss process inherits): both faiss wheels' OpenBLAS otherwise fall back to SSE3 kernels here.
 autofaiss's builds are kept under build/bench_recommend/, named by the index it chose and checked
-against a fingerprint of the vectors: when it chooses the same index for another budget (at 100k x
+against a fingerprint of the vectors and the BLAS kernels it ran: when it chooses the same index for another budget (at 100k x
 1280 it picks one OPQ+IVF+PQ for both 1/4 and 1/16) or in a later run, that build is reused and
 the table says so; its build time is the one measured when it was built. --rebuild-autofaiss
 builds afresh.
@@ -43,13 +45,15 @@ import sys
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import helpers  # noqa: E402,F401  (before faiss: it chooses Faiss's BLAS kernels, helpers/blas.py)
+import faiss  # noqa: E402
 from _goal import goal  # noqa: E402
+from helpers import blas  # noqa: E402
 from helpers.presentation import Table  # noqa: E402
 from helpers.tuning import NoIndexFits, default_space, measure_settings, recommend, tune  # noqa: E402
 
@@ -156,7 +160,8 @@ def run_autofaiss(python, xb_path, xb_print, shape, name, budget_bytes, cores, l
     index_path, infos_path = stem.with_suffix(".index"), stem.with_suffix(".json")
     if not rebuild and index_path.exists() and infos_path.exists():
         infos = json.loads(infos_path.read_text())   # our own file, trusted
-        if infos.get("fingerprint") == xb_print and infos.get("index_key") == key:
+        if (infos.get("fingerprint") == xb_print and infos.get("index_key") == key
+                and infos.get("blas") == os.environ.get(blas.VARIABLE)):   # build times under the same kernels
             print(f"  autofaiss chooses {key}: reusing its build for {infos['built_for']} "
                   f"({infos['build_s']:.0f} s when built)", flush=True)
             return faiss.read_index(str(index_path)), {**infos, "reused_from": infos["built_for"]}
@@ -179,7 +184,8 @@ def run_autofaiss(python, xb_path, xb_print, shape, name, budget_bytes, cores, l
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         print(f"  autofaiss failed for {name}: {tail[0]}", flush=True)
         return None, None
-    infos = {**json.loads(infos_path.read_text()), "fingerprint": xb_print, "built_for": name}
+    infos = {**json.loads(infos_path.read_text()), "fingerprint": xb_print, "built_for": name,
+             "blas": os.environ.get(blas.VARIABLE)}
     infos_path.write_text(json.dumps(infos))
     return faiss.read_index(str(index_path)), infos
 
@@ -205,7 +211,9 @@ def main(argv=None) -> int:
     n, d = xb.shape
     flat_bytes = n * d * 4
     print(f"database {n:,} x {d}, {len(tune_q)} tuning + {len(test_q)} test queries (real images held out), "
-          f"{args.threads} threads, Flat {flat_bytes / 1e6:.0f} MB; faiss {faiss.__version__}", flush=True)
+          f"{args.threads} threads, Flat {flat_bytes / 1e6:.0f} MB; faiss {faiss.__version__}; BLAS kernels "
+          f"{blas.faiss_kernels()} (autofaiss's process gets {blas.VARIABLE}={os.environ.get(blas.VARIABLE)} too)",
+          flush=True)
 
     python = None if args.no_autofaiss else autofaiss_ready(log)
     xb_path = WORK / "xb.npy"

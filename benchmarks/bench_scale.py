@@ -31,10 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import helpers  # noqa: E402,F401  (before faiss: it chooses Faiss's BLAS kernels, helpers/blas.py)
+import faiss  # noqa: E402
 from benchmarks._goal import goal  # noqa: E402
 from benchmarks.bench_features import Clock, write_jpegs  # noqa: E402
 from helpers.backbones import load_backbone  # noqa: E402
