@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="memory budget, e.g. 200MB: the index is chosen by helpers.tuning.recommend (notebook 08)")
     p.add_argument("--recall", type=float, metavar="TARGET",
                    help="recall@10 target, e.g. 0.95: the search parameter is tuned to the cheapest setting "
-                        "that reaches it on a sample of the collection's own vectors (and, without "
+                        "that reaches it, with a margin of one standard error, on a sample of the collection's "
+                        "own vectors (and, without "
                         "--factory, the index is recommended for it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_index)

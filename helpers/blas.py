@@ -11,7 +11,9 @@ OPENBLAS_CORETYPE when it loads, so the choice has to be made before `import fai
 - `choose_kernels()` sets OPENBLAS_CORETYPE from the CPU's instruction sets (SkylakeX for
   AVX-512, Haswell for AVX2 + FMA) unless it is set already; `import helpers` calls it, so the
   course's commands, its notebook runner and the tests, and every process they start (notebook
-  kernels, `make lab`'s Jupyter), load Faiss with it.
+  kernels, `make lab`'s Jupyter), load Faiss with it; each notebook imports `helpers` before
+  `faiss` for the same reason. The variable is process-wide: any other OpenBLAS loaded later in
+  the process (numpy's, scipy's) and every child process get it too.
 - `faiss_kernels()` names the kernels Faiss's OpenBLAS runs (`openblas_get_corename`), or None
   where Faiss does not bundle OpenBLAS (macOS and Windows wheels use other BLAS libraries).
 - `check()`: a warning when Faiss was imported before `helpers` with weaker kernels than chosen
@@ -49,12 +51,20 @@ def kernels_for(flags) -> str | None:
     return next((name for name, needs in KERNELS if needs <= set(flags)), None)
 
 
+#: what `choose_kernels` set in this process's environment; None when it set nothing (the variable
+#: came with the environment, or this CPU needs none)
+chosen_here: str | None = None
+
+
 def choose_kernels(environ=os.environ) -> str | None:
     """Set OPENBLAS_CORETYPE for this CPU unless already set; returns the value in force, or None."""
+    global chosen_here
     if not environ.get(VARIABLE):
         chosen = kernels_for(cpu_flags()) if sys.platform.startswith("linux") else None
         if chosen:
             environ[VARIABLE] = chosen
+            if environ is os.environ:
+                chosen_here = chosen
     return environ.get(VARIABLE) or None
 
 

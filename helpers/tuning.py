@@ -269,13 +269,12 @@ class TuneResult:
     @property
     def message(self) -> str:
         noise = f" ± {self.se:.3f}" if self.se else ""
+        margin = (f" with a margin of {self.margin:g} standard error{'' if self.margin == 1 else 's'}"
+                  if self.se and self.margin else "")   # one query (or identical recalls): no spread to allow for
         if self.reached:
-            return (f"{self.setting or 'no parameter'} reaches recall {self.recall:.3f}{noise} >= {self.target}"
-                    + (f" with a margin of {self.margin:g} standard error" if self.se and self.margin else ""))
-        return (f"no setting tried reaches recall {self.target}"
-                + (f" with a margin of {self.margin:g} standard error" if self.margin else "")
-                + f": the best, {self.setting}, gives {self.recall:.3f}{noise}; "
-                "widen the range, or choose a bigger index (more bytes a vector, or re-ranking)")
+            return f"{self.setting or 'no parameter'} reaches recall {self.recall:.3f}{noise} >= {self.target}{margin}"
+        return (f"no setting tried reaches recall {self.target}{margin}: the best, {self.setting}, gives "
+                f"{self.recall:.3f}{noise}; widen the range, or choose a bigger index (more bytes a vector, or re-ranking)")
 
 
 def default_space(index: faiss.Index) -> tuple[str | None, tuple[int, ...]]:
