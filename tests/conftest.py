@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers  # noqa: F401  (before any test module imports faiss: it chooses Faiss's BLAS kernels)
+
 
 def write_photo(path: Path, seed: int, size=(64, 48), fmt: str | None = None) -> Path:
     """A small deterministic 'photo': a smooth gradient with noise, distinct per seed."""
