@@ -2,8 +2,8 @@
 OPENBLAS_CORETYPE set for this CPU, side by side in one run.
 
 OpenBLAS picks its kernels once, when it loads, so each side runs in its own fresh process that
-imports faiss first (the "own choice" one without the variable in its environment) and reads the
-kernels through ctypes; the two alternate, `--repeats` times each, and the median of each is
+imports faiss first (the "own choice" one without the variable in its environment), then asks
+`helpers.blas.faiss_kernels` which kernels it got; the two alternate, `--repeats` times each, and the median of each is
 compared. Measured: exact search (IndexFlatIP,
 a batch of queries large enough for Faiss to use BLAS) and k-means (IVF training), on seeded
 random vectors of the course's dimension. Where OpenBLAS already picks the chosen kernels there is
@@ -23,7 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from benchmarks._goal import goal  # noqa: E402
 from helpers import blas  # noqa: E402
 
@@ -31,15 +32,12 @@ GOAL = 1.0   # the chosen kernels are never slower than OpenBLAS's own choice
 OPS = {"search": "exact search", "kmeans": "k-means"}
 
 WORK = """
-import ctypes, glob, json, os, sys, time
-import faiss, numpy as np
+import json, sys, time, warnings
+import faiss, numpy as np   # first: OpenBLAS picks its kernels now, from this process's environment
+warnings.simplefilter("ignore")   # importing helpers after faiss warns about exactly that
+from helpers.blas import faiss_kernels
+kernels = faiss_kernels()
 n, d, nq, nlist = map(int, sys.argv[1:5])
-libs = sorted(glob.glob(os.path.join(os.path.dirname(faiss.__file__), "..", "faiss_cpu.libs", "libopenblas*.so*")))
-kernels = None
-if libs:
-    get = ctypes.CDLL(libs[0]).openblas_get_corename
-    get.restype = ctypes.c_char_p
-    kernels = get().decode()
 rng = np.random.default_rng(0)
 xb = rng.standard_normal((n, d), dtype=np.float32)
 xq = rng.standard_normal((nq, d), dtype=np.float32)
@@ -56,7 +54,7 @@ print(json.dumps({"kernels": kernels, "search": search, "kmeans": kmeans}))
 def run_side(env: dict, args) -> dict:
     """One fresh process: its kernels and seconds (faiss imported before anything sets the variable)."""
     done = subprocess.run([sys.executable, "-c", WORK, str(args.n), str(args.d), str(args.nq), str(args.nlist)],
-                          env=env, capture_output=True, text=True)
+                          env=env, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         sys.exit(f"the measuring process failed:\n{done.stderr.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])
