@@ -20,6 +20,8 @@ faiss-cpu 1.7.4: autofaiss 2.18 builds OPQ with keyword arguments faiss 1.15 no 
 Both indexes are searched here, by this project's faiss, with the same threads and queries, and
 both sides run the BLAS kernels `helpers.blas` chooses for this CPU (OPENBLAS_CORETYPE, which the
 autofaiss process inherits): both faiss wheels' OpenBLAS otherwise fall back to SSE3 kernels here.
+Ours trains with BLAS forced (`helpers.indexes.blas_threshold(0)`, as `helpers.store.build` does,
+for PQ's k-means on short sub-vectors); faiss 1.7.4 takes BLAS by itself from 20 vectors a batch.
 autofaiss's builds are kept under build/bench_recommend/, named by the index it chose and checked
 against a fingerprint of the vectors and the BLAS kernels it ran: when it chooses the same index for another budget (at 100k x
 1280 it picks one OPQ+IVF+PQ for both 1/4 and 1/16) or in a later run, that build is reused and
@@ -54,6 +56,7 @@ import helpers  # noqa: E402,F401  (before faiss: it chooses Faiss's BLAS kernel
 import faiss  # noqa: E402
 from _goal import goal  # noqa: E402
 from helpers import blas  # noqa: E402
+from helpers.indexes import blas_threshold  # noqa: E402
 from helpers.presentation import Table  # noqa: E402
 from helpers.tuning import NoIndexFits, default_space, measure_settings, recommend, tune  # noqa: E402
 
@@ -119,7 +122,8 @@ def build_ours(rec, xb, ids, seed: int):
     start = time.perf_counter()
     if rec.n_train:
         sample = np.random.default_rng(seed).choice(len(xb), rec.n_train, replace=False)
-        index.train(xb[np.sort(sample)])
+        with blas_threshold(0):   # as helpers.store.build trains (helpers.indexes.blas_threshold)
+            index.train(xb[np.sort(sample)])
     index.add_with_ids(xb, ids)
     return index, time.perf_counter() - start
 

@@ -9,7 +9,8 @@ stage's parameter is `k_factor_rf`). This module only helps around them:
   normaliser (cosine similarity = L2-normalise both sides, then inner product; notebook 03).
 - `nlist_range`, `suggest_nlist`, `min_training_points`: Faiss's sizing advice (notebooks 04-05).
 - `layers`, `describe`, `metric_of`: what an index is made of (notebooks 05-06, 09).
-- `blas_threshold`: Faiss's switch between its two exact-search paths (notebook 03).
+- `blas_threshold`: Faiss's switch between its two ways of computing distances, for exact search
+  (notebook 03) and for PQ's and OPQ's k-means training (notebook 05).
 - `search`: a batch search that returns ids, scores and the images' paths (notebook 10, the CLI).
 """
 
@@ -147,11 +148,15 @@ def describe(index: faiss.Index) -> str:
 def blas_threshold(value: int = 0) -> Iterator[None]:
     """Set `faiss.cvar.distance_compute_blas_threshold` inside a `with` block, restored after.
 
-    Exact (Flat) search computes a whole batch's distances as one BLAS matrix product only when
-    the batch is big enough: in faiss-cpu 1.15 when queries x d reaches this threshold (128,000;
-    notebook 03 measures the switch). Below it, each query streams the whole database from memory
-    by itself, which on a large database can be ten times slower. 0 forces the BLAS path. Its
-    distances are exact up to float rounding (||x||^2 + ||y||^2 - 2<x,y>), so ties may swap.
+    Faiss computes the distances between a batch of vectors and a database as one BLAS matrix
+    product only when the batch is big enough: in faiss-cpu 1.15 when vectors x d reaches this
+    threshold (128,000); below it, it compares one pair at a time. For exact search (notebook 03
+    measures the switch) each query then streams the whole database from memory by itself, which
+    on a large database can be ten times slower. k-means takes the same switch: PQ and OPQ train
+    one on each sub-vector of 2-8 dimensions, about 10,000 points, well under the threshold, and
+    OPQ64_128 trained 7x faster with BLAS forced on the course's 2-core machine (notebook 05,
+    `benchmarks/bench_pq_training.py`). 0 forces the BLAS path. Its distances are exact up to float
+    rounding (||x||^2 + ||y||^2 - 2<x,y>), so ties may swap.
     """
     before = faiss.cvar.distance_compute_blas_threshold
     faiss.cvar.distance_compute_blas_threshold = int(value)

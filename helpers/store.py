@@ -34,7 +34,7 @@ from .backbones import Backbone
 from .features import FeatureSet, extract
 from .fileio import atomic_write, atomic_write_dir, sha256_file
 from .images import ImageLoadError, probe
-from .indexes import normalize, suggest_nlist
+from .indexes import blas_threshold, normalize, suggest_nlist
 from .manifest import Entry, Manifest, ManifestError
 from .tuning import TuneResult, tune_on_own_vectors
 
@@ -132,7 +132,8 @@ def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, 
         index = with_id_map(faiss.index_factory(features.dim, factory, METRICS[metric]))
         if not index.is_trained:
             sample = np.random.default_rng(0).choice(len(x), n_train, replace=False) if n_train and n_train < len(x) else None
-            index.train(x if sample is None else x[np.sort(sample)])
+            with blas_threshold(0):   # PQ's k-means on short sub-vectors too (indexes.blas_threshold)
+                index.train(x if sample is None else x[np.sort(sample)])
         for start in tqdm(range(0, len(x), chunk), desc=f"adding to {factory}", unit="chunk", disable=not progress):
             index.add_with_ids(x[start:start + chunk], features.ids[start:start + chunk])
     except RuntimeError as err:

@@ -130,6 +130,24 @@ def test_recommended_index_is_trained_on_a_sample_tuned_and_saved_with_its_setti
     assert faiss.extract_index_ivf(loaded.index).nprobe == int(tuned.setting.split("nprobe=")[1])
 
 
+def test_build_trains_on_the_blas_path_and_restores_the_threshold(photos, monkeypatch):
+    """PQ's k-means on short sub-vectors fall under Faiss's BLAS threshold: build forces BLAS (0)
+    while training only."""
+    seen = []
+    original = faiss.IndexIVFFlat.train
+
+    def train(self, x):
+        seen.append(faiss.cvar.distance_compute_blas_threshold)
+        return original(self, x)
+
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train", train)
+    manifest = scan(photos, progress=False).manifest
+    before = faiss.cvar.distance_compute_blas_threshold
+    store.build(manifest, extract(manifest, tiny_backbone(), progress=False), "IVF2,Flat", progress=False)
+    assert seen == [0] and before != 0
+    assert faiss.cvar.distance_compute_blas_threshold == before
+
+
 def test_interrupted_write_leaves_the_old_bundle_loadable(photos, tmp_path):
     out = tmp_path / "b"
     before = make_bundle(photos, "IDMap,Flat", out)
