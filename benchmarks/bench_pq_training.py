@@ -1,4 +1,4 @@
-"""What polysemous training costs: IVF,PQ trained from a factory string with and without `np`.
+"""What PQ training costs: polysemous training (`np`), and Faiss's BLAS threshold.
 
 `faiss.index_factory(d, "IVF..,PQm")` turns on `do_polysemous_training`, which reorders PQ's
 centroids so that Hamming distances between codes follow real distances; only a search with a
@@ -7,13 +7,21 @@ Both variants train on the same vectors (seeded normal, L2-normalised) in one ru
 other, and give identical search results apart from the centroids' numbering; the ratio of
 their training times is the goal line.
 
-    python benchmarks/bench_pq_training.py                    # 10,000 x 1280, IVF64,PQ64 and IVF64,PQ32x8
+PQ trains a k-means on each sub-vector, of d/m dimensions; faiss 1.15.1 computes its distances
+pair by pair unless points x dimensions reach `distance_compute_blas_threshold` (128,000), so
+OPQ64_128 (notebook 05's quick scale: 2-d sub-vectors, 10,000 points) trains far slower than with
+BLAS forced (`helpers.indexes.blas_threshold(0)`, as notebook 05 and `helpers.store.build`
+train). The OPQ matrix alone is trained both ways, alternating, `--repeats` times; the ratio of
+the medians is the second goal line.
+
+    python benchmarks/bench_pq_training.py                    # 10,000 x 1280, IVF64,PQ64 and IVF64,PQ32x8, OPQ64_128
     python benchmarks/bench_pq_training.py --n 5000 --d 256 --codes PQ16
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,8 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import helpers  # noqa: E402,F401  (before faiss: it chooses Faiss's BLAS kernels, helpers/blas.py)
 import faiss  # noqa: E402
 from benchmarks._goal import goal  # noqa: E402
+from helpers.indexes import blas_threshold  # noqa: E402
 
 GOAL = 5.0   # np trains at least 5x faster
+BLAS_GOAL = 1.0   # OPQ trains faster with BLAS forced than with Faiss's own choice
 
 
 def train_seconds(factory: str, x: np.ndarray) -> float:
@@ -41,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--d", type=int, default=1280, help="dimension (default 1280, the fallback backbone's)")
     ap.add_argument("--nlist", type=int, default=64)
     ap.add_argument("--codes", nargs="+", default=["PQ64", "PQ32x8"])
+    ap.add_argument("--opq-niter", type=int, default=2, help="OPQ64_128's iterations (Faiss's default: 50)")
+    ap.add_argument("--repeats", type=int, default=3, help="OPQ trainings a side, alternating")
     args = ap.parse_args(argv)
     x = np.random.default_rng(0).standard_normal((args.n, args.d)).astype("float32")
     faiss.normalize_L2(x)
@@ -54,7 +66,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"IVF{args.nlist},{code}: {plain:6.1f} s with polysemous training, {fast:5.1f} s with np: "
               f"{ratios[-1]:.1f}x")
     goal("pq_np_training_speedup", min(ratios), GOAL)
+    blas_goal(x, args)
     return 0
+
+
+def blas_goal(x: np.ndarray, args) -> None:
+    """OPQ64_128's training with Faiss's own threshold and with BLAS forced, alternating."""
+    default = faiss.cvar.distance_compute_blas_threshold
+    seconds = {default: [], 0: []}
+    for _ in range(args.repeats):
+        for threshold in seconds:
+            opq = faiss.OPQMatrix(x.shape[1], 64, 128)
+            opq.niter = args.opq_niter
+            with blas_threshold(threshold):
+                start = time.perf_counter()
+                opq.train(x)
+                seconds[threshold].append(time.perf_counter() - start)
+    own, forced = (statistics.median(seconds[t]) for t in (default, 0))
+    print(f"OPQ64_128 (2-d PQ sub-vectors), {args.opq_niter} iterations, median of "
+          f"{args.repeats}: {own:.2f} s with Faiss's threshold ({default:,}), {forced:.2f} s with BLAS forced")
+    goal("opq_training_blas_forced_speedup", own / forced, BLAS_GOAL)
 
 
 if __name__ == "__main__":
