@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import subprocess
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,6 +25,21 @@ def write_photo(path: Path, seed: int, size=(64, 48), fmt: str | None = None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path, fmt)
     return path
+
+
+def run_here(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m helpers ARGS` in this process, with `env` added to the environment: without an
+    interpreter's start-up (4-5 s with torch each), for the error cases; each CLI test file also
+    runs commands in a subprocess, as a user would."""
+    from helpers.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, env or {}), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:   # argparse's usage errors
+            code = exit_.code
+    return subprocess.CompletedProcess(["python", "-m", "helpers", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -45,15 +65,16 @@ def photo_folder(tmp_path: Path) -> Path:
 
 
 def build_index(factory: str, xb, ids, metric: str = "cosine"):
-    """An index built as the notebooks build them: a factory string, train, add under ids
-    (cosine: vectors L2-normalised, inner product)."""
+    """An index built as the notebooks build them: a factory string, train (on the BLAS path, as
+    `helpers.store.build` does), add under ids (cosine: vectors L2-normalised, inner product)."""
     import faiss
-    from helpers.indexes import normalize
+    from helpers.indexes import blas_threshold, normalize
 
     cosine = metric == "cosine"
     index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2)
     xb = normalize(xb) if cosine else xb
-    index.train(xb)
+    with blas_threshold(0):
+        index.train(xb)
     index.add_with_ids(xb, ids)
     return index
 

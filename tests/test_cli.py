@@ -10,7 +10,7 @@ import pytest
 
 from helpers.datasets import write_problem_files
 from helpers.manifest import Manifest
-from tests.conftest import write_photo
+from tests.conftest import run_here, write_photo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,8 +102,8 @@ def test_manifest_refuses_to_overwrite_a_foreign_skipped_report(photo_folder, tm
 def test_features_with_a_file_that_is_not_a_manifest(tmp_path, content, message):
     given = tmp_path / "given.csv"
     (given.write_text if isinstance(content, str) else given.write_bytes)(content)
-    line = error_line(run("features", str(given), "--out", str(tmp_path / "f.npy"), "--backbone",
-                          "random_resnet50", "--quiet"))
+    line = error_line(run_here("features", str(given), "--out", str(tmp_path / "f.npy"), "--backbone",
+                               "random_resnet50", "--quiet"))
     assert line.startswith(f"error: {given}: {message}")
     assert not (tmp_path / "f.npy").exists()
 
@@ -114,7 +114,7 @@ def test_features_refuses_to_overwrite_arrays_it_did_not_write(photo_folder, tmp
     mine = tmp_path / "embeddings.npy"
     np.save(mine, np.ones((3, 4), np.float32))          # a user's own array, no metadata beside it
     before = mine.read_bytes()
-    line = error_line(run("features", str(manifest), "--out", str(mine), "--quiet"))
+    line = error_line(run_here("features", str(manifest), "--out", str(mine), "--quiet"))
     assert line.startswith(f"error: {mine} exists and is not a features file (a binary file of ")
     assert line.endswith("add --force to overwrite it.") and mine.read_bytes() == before
 
@@ -124,11 +124,11 @@ def test_missing_inputs_and_bad_settings_are_one_line(tmp_path):
     assert line == f"error: {tmp_path / 'none.csv'}: no such manifest file"
     env = {"SIMSEARCH_SCALE": "medium"}
     for command in (["data"], ["run"], ["features", "x.csv", "--out", str(tmp_path / "f.npy")]):
-        assert error_line(run(*command, env=env)) == \
+        assert error_line(run_here(*command, env=env)) == \
             "error: SIMSEARCH_SCALE='medium' is not a setting the course knows: use one of quick, full."
-    line = error_line(run("data", env={"SIMSEARCH_DATASET": "no_such_photos"}))
+    line = error_line(run_here("data", env={"SIMSEARCH_DATASET": "no_such_photos"}))
     assert line.startswith("error: SIMSEARCH_DATASET='no_such_photos': no such folder")
-    assert error_line(run("features", "x.csv", "--out", str(tmp_path / "f.txt"))) == \
+    assert error_line(run_here("features", "x.csv", "--out", str(tmp_path / "f.txt"))) == \
         f"error: {tmp_path / 'f.txt'}: a features file must end in .npy"
 
 
@@ -161,6 +161,6 @@ def test_a_flat_folder_with_a_duplicate_and_a_broken_file(tmp_path):
     ids = list(np.load(tmp_path / "work" / "features.ids.npy"))
     dup = next(e for e in m if e.duplicate_of is not None)
     assert np.array_equal(vectors[ids.index(dup.id)], vectors[ids.index(dup.duplicate_of)])
-    again = run("features", str(out), "--out", str(tmp_path / "work" / "features.npy"),
-                "--backbone", "random_resnet50", "--quiet")
+    again = run_here("features", str(out), "--out", str(tmp_path / "work" / "features.npy"),
+                     "--backbone", "random_resnet50", "--quiet")
     assert again.returncode == 0, again.stderr           # its own output: replaced without --force

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 from PIL import Image
 
 from helpers.datasets import available_sources, make_variant, source_path
+from tests.conftest import run_here as conftest_run_here
 from tests.conftest import write_photo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,18 +25,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def run_here(*args: str) -> subprocess.CompletedProcess:
-    """`run` in this process, without an interpreter's start-up (4-5 s with torch each): for the
-    error cases; each error test also runs one command through `run`, as a user would."""
-    from helpers.__main__ import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch.dict(os.environ, {"SIMSEARCH_BACKBONE": ENV["SIMSEARCH_BACKBONE"]}), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:   # argparse's usage errors
-            code = exit_.code
-    return subprocess.CompletedProcess(["python", "-m", "helpers", *args], code, out.getvalue(), err.getvalue())
+    """`run` in this process (tests/conftest.py): for the error cases; each error test also runs one
+    command through `run`, as a user would."""
+    return conftest_run_here(*args, env={"SIMSEARCH_BACKBONE": ENV["SIMSEARCH_BACKBONE"]})
 
 
 def one_line_error(proc: subprocess.CompletedProcess, phrase: str) -> None:
@@ -85,7 +74,7 @@ def test_index_then_search_finds_the_same_photo_first(built):
         rank1 = block.splitlines()[1].split(maxsplit=2)
         assert rank1[0] == "1" and 0 < float(rank1[1]) <= 1.0001
         assert f"/{name}/" in rank1[2], block           # the photo the query was made from
-    proc = run("search", str(built["bundle"]), str(built["queries"][names[0]]), "-k", "2", "--json", "--mmap")
+    proc = run_here("search", str(built["bundle"]), str(built["queries"][names[0]]), "-k", "2", "--json", "--mmap")
     results = json.loads(proc.stdout)
     assert [r["rank"] for r in results[0]["results"]] == [1, 2]
     assert all(f"/{names[0]}/" in r["path"] for r in results[0]["results"])   # both of its images
@@ -157,7 +146,7 @@ def test_index_with_a_budget_and_a_recall_target_says_what_it_chose(built, tmp_p
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("recommended IDMap,Flat: ") and "Why: N=12 is small" in lines[0]
     assert lines[1] == "tuned on 12 of its own vectors: no parameter reaches recall 1.000 >= 0.9"
-    one_line_error(run("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "1kB"),
+    one_line_error(run_here("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "1kB"),
                    "nothing fits '1kB' for 12 vectors")
     one_line_error(run_here("index", manifest, features, "--out", str(tmp_path / "c"), "--budget", "lots"),
                    "memory budget 'lots'")
