@@ -47,6 +47,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@# compile its imports again.
 	$(PY) -m pip install --disable-pip-version-check --progress-bar on --no-compile $(PIP_SOURCE) -r requirements.txt -e .
 	@# as pip does, files that do not compile (torch ships a test file in Python 3.12 syntax) are skipped
+	@echo "compiling the installed packages' bytecode on every core"
 	@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null 2>&1 || :
 	@touch $(STAMP)
 

@@ -153,9 +153,10 @@ def blas_threshold(value: int = 0) -> Iterator[None]:
     threshold (128,000); below it, it compares one pair at a time. For exact search (notebook 03
     measures the switch) each query then streams the whole database from memory by itself, which
     on a large database can be ten times slower. k-means takes the same switch: PQ and OPQ train
-    one on each sub-vector of 2-8 dimensions, about 10,000 points, well under the threshold, and
-    OPQ64_128 trained 7x faster with BLAS forced on the course's 2-core machine (notebook 05,
-    `benchmarks/bench_pq_training.py`). 0 forces the BLAS path. Its distances are exact up to float
+    one on each sub-vector, and short sub-vectors with few points stay under the threshold (2-8
+    dimensions and about 10,000 points, as in notebook 05's quick scale, notebook 09 and the
+    recommender's OPQ indexes); OPQ64_128 trained 7x faster with BLAS forced on the course's
+    2-core machine (notebook 05, `benchmarks/bench_pq_training.py`). 0 forces the BLAS path. Its distances are exact up to float
     rounding (||x||^2 + ||y||^2 - 2<x,y>), so ties may swap.
     """
     before = faiss.cvar.distance_compute_blas_threshold

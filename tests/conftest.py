@@ -29,8 +29,8 @@ def write_photo(path: Path, seed: int, size=(64, 48), fmt: str | None = None) ->
 
 def run_here(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m helpers ARGS` in this process, with `env` added to the environment: without an
-    interpreter's start-up (4-5 s with torch each), for the error cases; each CLI test file also
-    runs commands in a subprocess, as a user would."""
+    interpreter's start-up (4-5 s with torch each), for error cases and repeat runs; each CLI test
+    file also runs commands in a subprocess, as a user would."""
     from helpers.__main__ import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -66,7 +66,8 @@ def photo_folder(tmp_path: Path) -> Path:
 
 def build_index(factory: str, xb, ids, metric: str = "cosine"):
     """An index built as the notebooks build them: a factory string, train (on the BLAS path, as
-    `helpers.store.build` does), add under ids (cosine: vectors L2-normalised, inner product)."""
+    `helpers.store.build` and notebooks 05 and 09 train), add under ids (cosine: vectors
+    L2-normalised, inner product)."""
     import faiss
     from helpers.indexes import blas_threshold, normalize
 

@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from helpers.datasets import available_sources, make_variant, source_path
-from tests.conftest import run_here as conftest_run_here
-from tests.conftest import write_photo
+from tests.conftest import run_here as conftest_run_here, write_photo
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "SIMSEARCH_BACKBONE": "efficientnet_lite0", "PYTHONPATH": str(REPO)}
@@ -25,8 +24,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def run_here(*args: str) -> subprocess.CompletedProcess:
-    """`run` in this process (tests/conftest.py): for the error cases; each error test also runs one
-    command through `run`, as a user would."""
+    """`run` in this process (tests/conftest.py): for error cases and repeat runs; each test also
+    runs one command through `run`, as a user would."""
     return conftest_run_here(*args, env={"SIMSEARCH_BACKBONE": ENV["SIMSEARCH_BACKBONE"]})
 
 
@@ -66,7 +65,7 @@ def built(tmp_path_factory) -> dict:
 def test_index_then_search_finds_the_same_photo_first(built):
     assert "indexed 12 vectors (1280-d, efficientnet_lite0) with 'IDMap,Flat', metric cosine" in built["index_stdout"]
     names = list(built["queries"])[:2]
-    proc = run("search", str(built["bundle"]), *(str(built["queries"][n]) for n in names), "-k", "3")
+    proc = run_here("search", str(built["bundle"]), *(str(built["queries"][n]) for n in names), "-k", "3")
     assert proc.returncode == 0, proc.stderr
     blocks = proc.stdout.split("query_")[1:]
     assert len(blocks) == 2
@@ -74,8 +73,9 @@ def test_index_then_search_finds_the_same_photo_first(built):
         rank1 = block.splitlines()[1].split(maxsplit=2)
         assert rank1[0] == "1" and 0 < float(rank1[1]) <= 1.0001
         assert f"/{name}/" in rank1[2], block           # the photo the query was made from
-    proc = run_here("search", str(built["bundle"]), str(built["queries"][names[0]]), "-k", "2", "--json", "--mmap")
-    results = json.loads(proc.stdout)
+    proc = run("search", str(built["bundle"]), str(built["queries"][names[0]]), "-k", "2", "--json", "--mmap")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)          # stdout of a real process: nothing but the JSON
     assert [r["rank"] for r in results[0]["results"]] == [1, 2]
     assert all(f"/{names[0]}/" in r["path"] for r in results[0]["results"])   # both of its images
     scores = [r["score"] for r in results[0]["results"]]

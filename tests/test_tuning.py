@@ -106,7 +106,7 @@ def test_estimate_memory_matches_the_built_index(factory, n, d):
     x = np.random.default_rng(0).standard_normal((n, d)).astype("float32")
     faiss.normalize_L2(x)
     index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    with blas_threshold(0):          # PQ's k-means on 4-d sub-vectors: 8x faster (helpers.indexes)
+    with blas_threshold(0):          # PQ's k-means on 4-d sub-vectors, on BLAS (helpers.indexes)
         index.train(x)
     index.add_with_ids(x, np.arange(n, dtype="int64") * 3)
     built = faiss.serialize_index(index).nbytes
