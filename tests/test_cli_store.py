@@ -24,8 +24,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def run_here(*args: str) -> subprocess.CompletedProcess:
-    """`run` in this process (tests/conftest.py): for error cases and repeat runs; each test also
-    runs one command through `run`, as a user would."""
+    """`run` in this process (tests/conftest.py): for the fixture's set-up, error cases and repeat
+    runs; each test also runs one command through `run`, as a user would."""
     return conftest_run_here(*args, env={"SIMSEARCH_BACKBONE": ENV["SIMSEARCH_BACKBONE"]})
 
 
@@ -54,10 +54,11 @@ def built(tmp_path_factory) -> dict:
         queries[src.name] = tmp / f"query_{src.name}.png"
         make_variant(img, src.name, 7)[0].save(queries[src.name])
     manifest, features, bundle = tmp / "manifest.csv", tmp / "features.npy", tmp / "bundle"
+    # in this process; test_cli runs manifest and features, and the budget test index, as a user would
     for args in (("manifest", str(folder), "--out", str(manifest), "--quiet"),
                  ("features", str(manifest), "--out", str(features), "--quiet"),
                  ("index", str(manifest), str(features), "--out", str(bundle), "--quiet")):
-        proc = run(*args)
+        proc = run_here(*args)
         assert proc.returncode == 0, proc.stderr
     return {"tmp": tmp, "folder": folder, "queries": queries, "bundle": bundle, "index_stdout": proc.stdout}
 
