@@ -59,8 +59,9 @@ data: $(STAMP)
 run: $(STAMP)
 	SIMSEARCH_SCALE=$(SCALE) $(PY) -m helpers run
 
+# two workers: the notebooks in order on one, the test files on the other (tests/conftest.py)
 test: $(STAMP)
-	SIMSEARCH_SCALE=quick $(PY) -m pytest --nbval-lax --nbval-cell-timeout=1200 tests notebooks
+	SIMSEARCH_SCALE=quick $(PY) -m pytest -n 2 --nbval-lax --nbval-cell-timeout=1200 notebooks tests
 
 # JupyterLab in headless Chromium (Debian's `chromium` package): runs notebook 10 through the page.
 browser-test: $(STAMP)

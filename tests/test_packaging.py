@@ -73,3 +73,15 @@ def test_one_minimum_python_everywhere():
     assert "Python 3.11 or newer" in (REPO / "README.md").read_text()
     assert re.search(r"^\s*- python=3\.11$", (REPO / "environment.yml").read_text(), re.M)
     assert (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_make_test_keeps_the_notebooks_together_in_order():
+    """`make test`'s xdist scheduling: every notebook cell in one unit (each notebook builds on
+    the ones before it), each test file a unit of its own."""
+    from tests.conftest import xdist_scope
+
+    cells = ["notebooks/00_welcome.ipynb::Cell 0", "notebooks/11_scaling_out.ipynb::Cell 14"]
+    assert {xdist_scope(c) for c in cells} == {"notebooks"}
+    assert xdist_scope("tests/test_store.py::test_build[IVF16,Flat]") == "tests/test_store.py"
+    assert xdist_scope("tests/test_store.py::test_other") == "tests/test_store.py"
+    assert " -n 2 " in (REPO / "Makefile").read_text()
