@@ -10,7 +10,8 @@ The database is "real" features plus distractors fitted to them (helpers.distrac
 ones are synthetic stand-ins (clustered, non-negative, 1/i spectrum) unless --features is given.
 Queries are real features held out of the database; ground truth is exact search
 (`helpers.evaluate.ground_truth`). Every index is built as the notebooks build it: a
-`faiss.index_factory` string, `train`, `add_with_ids`. Indexes with a PCA step are built
+`faiss.index_factory` string (PQ with `np`: no polysemous training, which these searches never
+use), `train` with Faiss's BLAS threshold at 0 (notebook 05), `add_with_ids`. Indexes with a PCA step are built
 with METRIC_L2 instead: PCA subtracts the vectors' mean, which changes inner products (and the
 ranking: non-negative CNN features have a large mean) but not L2 distances, and on unit vectors
 L2 ranks exactly as cosine. Search parameters are set with
@@ -81,7 +82,7 @@ def build(key: str, xb, ids, train_x, ef_construction: int | None = None) -> tup
     if ef_construction is not None:   # not a search parameter: set on the HNSW layer before adding
         next(layer for layer in ix.layers(index) if isinstance(layer, faiss.IndexHNSW)).hnsw.efConstruction = \
             ef_construction
-    with evaluate.Timer() as train:
+    with ix.blas_threshold(0), evaluate.Timer() as train:   # PQ's small k-means on BLAS (notebook 05)
         index.train(train_x)
     with evaluate.Timer() as add:
         index.add_with_ids(xb, ids)
@@ -168,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ivf_row = swept(f"IVF{nlist},Flat", "nprobe", [v for v in (1, 2, 4, 8, 16, 32, 64, 128) if v <= nlist])
     nprobe = f"nprobe={min(COMPRESSED_NPROBE, nlist)}"
-    run(f"IDMap,PQ{m}")
-    run(f"IVF{nlist},PQ{m}", nprobe)
-    run(f"IDMap,IVF{nlist},PQ{m},RFlat", f"{nprobe},k_factor_rf=8")
-    run(f"PCA{d_pca},IVF{nlist},PQ{m_pca}", nprobe)
-    run(f"OPQ{m_pca}_{d_pca},IVF{nlist},PQ{m_pca}", nprobe)
+    run(f"IDMap,PQ{m}np")
+    run(f"IVF{nlist},PQ{m}np", nprobe)
+    run(f"IDMap,IVF{nlist},PQ{m}np,RFlat", f"{nprobe},k_factor_rf=8")
+    run(f"PCA{d_pca},IVF{nlist},PQ{m_pca}np", nprobe)
+    run(f"OPQ{m_pca}_{d_pca},IVF{nlist},PQ{m_pca}np", nprobe)
     swept(f"PCA{d_pca},IVF{nlist},SQ8", "nprobe", [v for v in (4, 16, 64) if v <= nlist])
 
     efs = [16, 24, 32, 48, 64, 96, 128, 256]
