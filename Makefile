@@ -59,7 +59,7 @@ data: $(STAMP)
 run: $(STAMP)
 	SIMSEARCH_SCALE=$(SCALE) $(PY) -m helpers run
 
-# two workers: the notebooks in order on one, the test files on the other (tests/conftest.py)
+# two workers: the notebooks in order on one, the test files on the other (conftest.py)
 test: $(STAMP)
 	SIMSEARCH_SCALE=quick $(PY) -m pytest -n 2 --nbval-lax --nbval-cell-timeout=1200 notebooks tests
 

@@ -90,32 +90,3 @@ def pytest_collection_modifyitems(config, items):
             skip = pytest.mark.skip(reason=f"no CUDA GPU: torch {torch.__version__} sees none")
             for item in marked:
                 item.add_marker(skip)
-
-
-
-def xdist_scope(nodeid: str) -> str:
-    """The unit pytest-xdist hands to one worker: all the notebooks together, since each builds
-    on what the ones before it wrote to data/ and so must run in order on one worker; otherwise
-    the test file, whose module fixtures are then built once."""
-    path = nodeid.split("::", 1)[0]
-    return "notebooks" if path.endswith(".ipynb") else path
-
-
-def pytest_configure(config):
-    """With several workers (`make test` runs two), OpenMP threads wait for work asleep, not
-    spinning: two processes' spinning Faiss and torch threads on a 2-core machine made the run
-    1.5x slower (499 s against 324 s measured here), notebook 05's k-means cell 14x."""
-    if config.getoption("numprocesses", None):
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's load-by-scope scheduling, with `xdist_scope`'s units."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class NotebooksInOrder(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return xdist_scope(nodeid)
-
-    return NotebooksInOrder(config, log)

@@ -75,13 +75,16 @@ def test_one_minimum_python_everywhere():
     assert (REPO / "LICENSE").read_text().startswith("MIT License")
 
 
-def test_make_test_keeps_the_notebooks_together_in_order():
-    """`make test`'s xdist scheduling: every notebook cell in one unit (each notebook builds on
-    the ones before it), each test file a unit of its own."""
-    from tests.conftest import xdist_scope
-
+def test_make_test_keeps_the_notebooks_together_in_order(pytestconfig):
+    """`make test`'s xdist scheduling (conftest.py at the root, registered however pytest is
+    started here): every notebook cell in one unit (each notebook builds on the ones before it),
+    each test file a unit of its own."""
+    root = next(p for p in pytestconfig.pluginmanager.get_plugins()
+                if getattr(p, "__file__", None) == str(REPO / "conftest.py"))
+    hooks = pytestconfig.pluginmanager.hook.pytest_xdist_make_scheduler.get_hookimpls()
+    assert any(h.plugin is root for h in hooks), "the scheduler hook is registered"
     cells = ["notebooks/00_welcome.ipynb::Cell 0", "notebooks/11_scaling_out.ipynb::Cell 14"]
-    assert {xdist_scope(c) for c in cells} == {"notebooks"}
-    assert xdist_scope("tests/test_store.py::test_build[IVF16,Flat]") == "tests/test_store.py"
-    assert xdist_scope("tests/test_store.py::test_other") == "tests/test_store.py"
-    assert " -n 2 " in (REPO / "Makefile").read_text()
+    assert {root.xdist_scope(c) for c in cells} == {"notebooks"}
+    assert root.xdist_scope("tests/test_store.py::test_build[IVF16,Flat]") == "tests/test_store.py"
+    assert root.xdist_scope("tests/test_store.py::test_other") == "tests/test_store.py"
+    assert re.search(r"pytest -n 2 .*notebooks tests$", (REPO / "Makefile").read_text(), re.M)
