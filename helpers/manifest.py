@@ -177,9 +177,11 @@ class Manifest:
         root = csv_path.parent.resolve()
         if entries and all(e.path.startswith("../") for e in entries):
             # saved outside the image folder: recover the folder so paths read as scanned
-            root = Path(os.path.commonpath([(root / e.path).resolve().parent for e in entries]))
-            entries = [replace(e, path=(csv_path.parent.resolve() / e.path).resolve()
-                               .relative_to(root).as_posix()) for e in entries]
+            # normpath, not resolve: a symlink listed beside its target stays a path of its own
+            here = csv_path.parent.resolve()
+            paths = [Path(os.path.normpath(here / e.path)) for e in entries]
+            root = Path(os.path.commonpath([p.parent for p in paths]))
+            entries = [replace(e, path=p.relative_to(root).as_posix()) for e, p in zip(entries, paths)]
         try:
             return cls(root, entries)
         except ManifestError as err:

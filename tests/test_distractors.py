@@ -25,15 +25,50 @@ def test_synthetic_features_are_non_negative_clustered_and_seeded(real):
 
 def test_model_keeps_the_real_mean_and_principal_components(real):
     x, _ = real
-    model = ds.DistractorModel.fit(x)
+    model = ds.DistractorModel.fit(x)      # more vectors than dimensions: the measured spectrum
     assert np.allclose(model.mean, x.mean(0), atol=1e-5)
     along = np.var((x - x.mean(0)) @ model.components.T, axis=0, ddof=1)
     assert np.allclose(along, model.stds ** 2, rtol=1e-3)      # each std is the real spread along its direction
     assert np.all(np.diff(model.stds) <= 1e-6)                 # leading directions first
     total = ((x - x.mean(0)) ** 2).sum() / (len(x) - 1)
-    assert (model.stds ** 2).sum() == pytest.approx(total, rel=1e-4) and model.residual_std < 1e-6
-    few = ds.DistractorModel.fit(x, n_components=8)
-    assert few.components.shape == (8, 64) and few.residual_std > 0
+    assert (model.stds ** 2).sum() == pytest.approx(total, rel=1e-4)
+    assert model.spectrum.startswith("measured")
+
+
+def _far_from_zero(n, d, seed):
+    """Features shifted away from 0, so that clipping at 0 never changes a sample."""
+    x, _ = ds.synthetic_features(n, d, n_classes=6, seed=seed)
+    return x + 10.0
+
+
+def test_fit_on_fewer_vectors_than_dimensions_has_full_rank():
+    x = _far_from_zero(40, 128, seed=8)
+    model = ds.DistractorModel.fit(x)
+    assert model.components.shape == (128, 128) and model.rank == 128
+    assert np.allclose(model.components @ model.components.T, np.eye(128), atol=1e-4)   # orthonormal
+    assert (model.stds ** 2).sum() == pytest.approx(ds.sample_spectrum(x).sum(), rel=1e-4)   # total variance kept
+    centred = x - x.mean(0)
+    measured = np.linalg.svd(centred, full_matrices=False)[2][:39]
+    assert np.all(np.abs(np.sum(model.components[:39] * measured, axis=1)) > 0.999)   # measured directions first
+    fake = model.sample(1000, seed=1, within=1.0)[0]
+    assert fake.min() > 0                                       # nothing was clipped: the rank is the model's
+    assert np.linalg.matrix_rank(np.cov(fake.T)) == 128
+    outside = fake - fake.mean(0) - (fake - fake.mean(0)) @ measured.T @ measured
+    assert (outside ** 2).sum() > 0.1 * ((fake - fake.mean(0)) ** 2).sum(), "variance off the real vectors' span"
+    flat = ds.DistractorModel.fit(x, tail="none")               # the measured directions alone
+    assert flat.rank == 39 and np.linalg.matrix_rank(np.cov(flat.sample(1000, seed=1, within=1.0)[0].T)) == 39
+    with pytest.raises(ValueError, match="tail"):
+        ds.DistractorModel.fit(x, tail="flat")
+
+
+@pytest.mark.parametrize("alpha", [0.7, 1.3])
+def test_power_law_fit_recovers_the_exponent_from_few_vectors(alpha):
+    d, n = 512, 90
+    drawn = np.random.default_rng(4).standard_normal((n, d)) * np.sqrt(ds.power_law(alpha, d, 1.0))
+    variances, how = ds.fit_spectrum(ds.sample_spectrum(drawn), n, d)
+    fitted = float(how.split("^-")[1].split()[0])
+    assert abs(fitted - alpha) < 0.15, how
+    assert len(variances) == d and variances.sum() == pytest.approx(ds.sample_spectrum(drawn).sum())
 
 
 def test_distractors_resemble_the_real_features(real):

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks._goal import goal
 
-LINE = re.compile(r"^goal: \S+ measured (none|[0-9.e+-]+\S*) target (>=|<=)[0-9.e+-]+\S* (met|missed)$")
+LINE = re.compile(r"^goal: \S+ measured (none|[0-9.e+-]+\S*) target ((>=|<=)[0-9.e+-]+|[0-9.e+]+-[0-9.e+]+)\S* (met|missed)$")
 
 
 @pytest.mark.parametrize("measured, target, higher, verdict", [
@@ -26,3 +26,9 @@ def test_unitless_goal():
 def test_a_goal_that_could_not_be_measured_says_why():
     line = goal("ivf_gpu", None, 5, skipped="no Faiss GPU build")
     assert line == "goal: ivf_gpu skipped: no Faiss GPU build target >=5x"
+
+
+@pytest.mark.parametrize("measured, verdict", [(0.66, "missed"), (0.67, "met"), (1.2, "met"), (1.5, "met"), (1.51, "missed")])
+def test_a_range_target_needs_both_ends(measured, verdict):
+    line = goal("directions_ratio", measured, 0.67, "x", upper=1.5)
+    assert LINE.match(line) and line.endswith(verdict) and "target 0.67-1.5x" in line, line

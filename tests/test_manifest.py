@@ -91,6 +91,16 @@ def test_save_load_round_trip_and_paths_relative_to_csv(photo_folder, tmp_path):
     assert moved.content_hash() == loaded.content_hash() == result.manifest.content_hash()
 
 
+def test_a_symlink_beside_its_target_survives_a_manifest_saved_outside(photo_folder, tmp_path):
+    # as Debian's openclipart-png ships: some files are links to others in the same folder
+    (photo_folder / "cats" / "link_to_cat.jpg").symlink_to(photo_folder / "cats" / "cats_0.jpg")
+    result = scan(photo_folder, progress=False)
+    assert "cats/link_to_cat.jpg" in [e.path for e in result.manifest]
+    outside = result.manifest.save(tmp_path / "elsewhere" / "m.csv")
+    moved = Manifest.load(outside)
+    assert [e.path for e in moved] == [e.path for e in result.manifest] and moved.root == result.manifest.root
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda rows: [rows[0].replace("id,", "ident,")] + rows[1:], r"not a manifest \(no id column\)"),
     (lambda rows: rows[:2] + [rows[1]], "unique"),
