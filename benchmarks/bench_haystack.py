@@ -42,10 +42,10 @@ from benchmarks._goal import goal  # noqa: E402
 from helpers.backbones import load_backbone  # noqa: E402
 from helpers.datasets import DatasetUnavailable  # noqa: E402
 from helpers.distractors import DistractorModel  # noqa: E402
-from helpers.haystack import REAL_SETS, compare_haystacks, real_features  # noqa: E402
+from helpers.haystack import BENCH_RESULTS, REAL_SETS, compare_haystacks, real_features  # noqa: E402
 from helpers.indexes import normalize  # noqa: E402
 
-OUT = ROOT / "build" / "bench_haystack"
+OUT = BENCH_RESULTS.parent
 MAX_GAP = 0.05
 RATIO = (0.67, 1.5)
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{int(v['same ranking'])}")
     if report["sets"]:
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "results.json").write_text(json.dumps(report, indent=1))
+        BENCH_RESULTS.write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -10,7 +10,7 @@ from .indexes import SearchResult, blas_threshold, normalize, search
 
 
 class CourseDatabase:
-    """The database notebooks 03-11 search: real features plus distractors, real queries, all
+    """The database notebooks 03-11 search: real features plus a haystack, real queries, all
     L2-normalised, because the course's metric is cosine similarity (notebook 03 measures why):
     search them with inner product (`faiss.IndexFlatIP`, `faiss.METRIC_INNER_PRODUCT`).
 
@@ -18,12 +18,17 @@ class CourseDatabase:
     (helpers.distractors), which no manifest uses, and carry no label. Queries are real images (the first
     `sizes.n_queries` of every other image) held out of the database, so a query never finds
     itself; the other variants of its photo are in the database. Distractors are drawn to match the
-normalised real features and are unit vectors too. The exact Flat index, its ground truth and its
+    normalised real features and are unit vectors too. The exact Flat index, its ground truth and its
     speed are computed once and reused by every measurement in a notebook.
+
+    haystack: None for synthetic distractors, or (vectors, manifest entries) of real images
+    (`helpers.haystack.real_haystack`, SIMSEARCH_HAYSTACK=real), which then take the distractors'
+    place and ids; `manifest` is then the course's images and those, so that results show them.
     """
 
-    def __init__(self, features, manifest, scale: str, seed: int = 0):
+    def __init__(self, features, manifest, scale: str, seed: int = 0, haystack=None):
         from .distractors import DATABASE_SIZE, QUERY_COUNT, Sizes, with_distractors
+        from .manifest import Manifest
         from .settings import SCALES, SettingsError
 
         if scale not in SCALES:
@@ -38,8 +43,17 @@ normalised real features and are unit vectors too. The exact Flat index, its gro
         vectors = normalize(features.vectors)
         real = vectors[~is_query][: DATABASE_SIZE[scale]]
         real_ids = features.ids[~is_query][: DATABASE_SIZE[scale]]
-        self.sizes = Sizes(scale, len(real), max(0, DATABASE_SIZE[scale] - len(real)), n_queries)
-        self.xb, self.ids = with_distractors(real, real_ids, self.sizes.n_distractors, seed)
+        n_extra = max(0, DATABASE_SIZE[scale] - len(real))
+        self.manifest = manifest
+        if haystack is None:
+            self.sizes = Sizes(scale, len(real), n_extra, n_queries)
+            self.xb, self.ids = with_distractors(real, real_ids, n_extra, seed)
+        else:
+            extra, entries = haystack[0][:n_extra], haystack[1][:n_extra]
+            self.sizes = Sizes(scale, len(real), len(extra), n_queries, "real haystack images")
+            self.xb = np.vstack([real, extra])
+            self.ids = np.concatenate([real_ids, np.array([e.id for e in entries], dtype=np.int64)])
+            self.manifest = Manifest(manifest.root, list(manifest) + list(entries))
         self.queries = np.ascontiguousarray(vectors[is_query])
         self.query_ids = features.ids[is_query]
         self.labels = {int(i): manifest.entry(i).label for i in features.ids}
@@ -48,6 +62,18 @@ normalised real features and are unit vectors too. The exact Flat index, its gro
         self._flat_qps: dict[int, float] = {}
 
     metric = "cosine"
+
+    @classmethod
+    def from_settings(cls, settings, features, manifest, backbone, progress: bool = True) -> "CourseDatabase":
+        """The database the settings ask for: SIMSEARCH_HAYSTACK=real fills it with real images
+        (their features extracted once with `backbone`, then cached), else with distractors."""
+        from .distractors import DATABASE_SIZE
+
+        haystack = None
+        if settings.haystack == "real":
+            from .haystack import real_haystack
+            haystack = real_haystack(backbone, settings.data_dir, DATABASE_SIZE[settings.scale], progress)
+        return cls(features, manifest, settings.scale, haystack=haystack)
 
     def flat(self) -> faiss.Index:
         """The exact index over the whole database (built once): inner product on unit vectors."""

@@ -43,6 +43,7 @@ class Sizes:
     n_real: int
     n_distractors: int
     n_queries: int
+    extra: str = "distractors"   # what fills the database beside the real features
 
     @property
     def n_database(self) -> int:
@@ -50,7 +51,7 @@ class Sizes:
 
     def __str__(self) -> str:
         return (f"{self.scale}: database {self.n_database:,} = {self.n_real:,} real + "
-                f"{self.n_distractors:,} distractors; {self.n_queries:,} real queries")
+                f"{self.n_distractors:,} {self.extra}; {self.n_queries:,} real queries")
 
 
 def sample_spectrum(x) -> np.ndarray:

@@ -21,12 +21,14 @@ from .datasets import FASHION_CLASSES, DatasetUnavailable, build_fashion_mnist
 from .features import FeatureSet, load_or_extract
 from .indexes import normalize
 from .manifest import Manifest, refresh
+from .settings import REPO_ROOT
 
 OPENCLIPART_DIR = Path("/usr/share/openclipart/png")
 FASHION_TRAIN_SIZE = 60_000
 #: Fashion-MNIST images written per class: the smallest step that holds what is asked, so that a
 #: few folders (and feature caches) serve every size
 FASHION_STEPS = (200, 1_200, FASHION_TRAIN_SIZE // 10)
+BENCH_RESULTS = REPO_ROOT / "build" / "bench_haystack" / "results.json"   # benchmarks/bench_haystack.py writes it
 REAL_SETS = {
     "fashion_mnist": "Fashion-MNIST product photos (Debian: dataset-fashion-mnist)",
     "openclipart": f"Openclipart clip-art PNGs (Debian: openclipart-png, {OPENCLIPART_DIR})",
@@ -131,3 +133,63 @@ def compare_haystacks(real, queries, n_fit: int = 90, tails=("power_law",), seed
     return {name: {"recall": index_recalls(xb, queries, **recall_options),
                    "directions for 90%": directions_for(xb), "n": len(xb)}
             for name, xb in databases.items()}
+
+
+# ---------------------------------------------------------------- a haystack of real images (SIMSEARCH_HAYSTACK=real)
+
+def real_haystack(backbone: Backbone, data_dir: str | Path, n: int, progress: bool = True) -> tuple[np.ndarray, list]:
+    """Up to `n` real images to fill the course database: Fashion-MNIST's first, then
+    Openclipart's, each set used only where its Debian package (or a download) is there.
+
+    Returns their unit feature vectors and manifest entries in the same order: ids from
+    DISTRACTOR_ID_START up, absolute paths, labels "<set>:<label>". Prints what it used and what
+    the extraction took (once; cached after).
+    """
+    from dataclasses import replace
+
+    from .distractors import DISTRACTOR_ID_START
+
+    vectors, entries = [], []
+    for name in REAL_SETS:
+        left = n - sum(len(v) for v in vectors)
+        if left <= 0:
+            break
+        try:
+            fs, manifest, status = real_features(name, backbone, data_dir, left, progress)
+        except DatasetUnavailable as err:
+            print(f"haystack: {name} skipped: {err}")
+            continue
+        took = "" if status == "cache hit" else f", extracted in {len(fs) / fs.images_per_second:,.0f} s"
+        print(f"haystack: {min(left, len(fs)):,} of {len(fs):,} {REAL_SETS[name]} ({status}{took})")
+        vectors.append(normalize(fs.vectors[:left]))
+        for i in fs.ids[:left]:
+            e = manifest.entry(i)
+            entries.append(replace(e, id=DISTRACTOR_ID_START + len(entries), path=manifest.abspath(e).as_posix(),
+                                   label=f"{name}:{e.label}", duplicate_of=None))
+    if not entries:
+        raise DatasetUnavailable("SIMSEARCH_HAYSTACK=real needs Debian's dataset-fashion-mnist or openclipart-png "
+                                 "(apt-get install dataset-fashion-mnist openclipart-png)")
+    return np.vstack(vectors), entries
+
+
+def validation(backbone: Backbone, data_dir: str | Path, n: int = 2_000, queries: int = 100,
+               progress: bool = False) -> tuple[dict, str]:
+    """The check of the distractors for notebook 03: benchmarks/bench_haystack.py's figures when
+    it has been run with this backbone (BENCH_RESULTS), else the same comparison measured now on
+    `n` Fashion-MNIST images, IVF and HNSW only. Returns ({set: compare_haystacks' result}, where
+    the figures come from); ({}, why) when neither can be had."""
+    import json
+
+    if BENCH_RESULTS.is_file():
+        report = json.loads(BENCH_RESULTS.read_text(encoding="utf-8"))
+        if report.get("backbone") == backbone.name and report.get("sets"):
+            return report["sets"], (f"read from {BENCH_RESULTS.relative_to(REPO_ROOT)} (benchmarks/bench_haystack.py, "
+                                    f"run {report['created']}, N = {report['n']:,} real images a set)")
+    try:
+        fs, _, status = real_features("fashion_mnist", backbone, data_dir, n + queries, progress)
+    except DatasetUnavailable as err:
+        return {}, f"no real image set here ({err})"
+    x = normalize(fs.vectors)[np.random.default_rng(0).permutation(len(fs))]
+    figures = compare_haystacks(x[queries:queries + n], x[:queries], tails=("power_law", "none"), compressed=False)
+    return {"fashion_mnist": figures}, (f"measured now on {n:,} Fashion-MNIST images and {queries} queries "
+                                        f"(features: {status}); benchmarks/bench_haystack.py measures more")

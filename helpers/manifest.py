@@ -313,7 +313,8 @@ def scan(folder: str | Path, previous: Manifest | None = None, *, exclude: Itera
 
     old_ids: dict[Path, Entry] = {}
     if previous is not None:
-        old_ids = {(previous.root / e.path).resolve(): e for e in previous}
+        # lexical paths, not resolved ones: a symlink listed beside its target keeps its own id
+        old_ids = {Path(os.path.normpath(previous.root / e.path)): e for e in previous}
     next_id = max([e.id for e in previous] + [-1]) + 1 if previous is not None else 0
 
     entries: list[Entry] = []
@@ -329,7 +330,7 @@ def scan(folder: str | Path, previous: Manifest | None = None, *, exclude: Itera
         except OSError as err:
             skipped.append(Skipped(rel_path, f"cannot read file ({err.strerror or err})"))
             continue
-        old = old_ids.get(p.resolve())
+        old = old_ids.get(Path(os.path.normpath(p)))
         if old is not None:
             id_ = old.id
         else:

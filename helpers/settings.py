@@ -7,6 +7,7 @@
 | SIMSEARCH_SCALE      | `quick` (CI, small sizes) or `full` (learners)        | full             |
 | SIMSEARCH_BACKBONE   | `auto`, `resnet50`, `efficientnet_lite0`, `random_resnet50` | auto     |
 | SIMSEARCH_WEIGHTS    | a local ResNet50 weights file (optional)             | unset            |
+| SIMSEARCH_HAYSTACK   | `synthetic` distractors or `real` images (helpers.haystack) | synthetic |
 
 A relative path in any of them is read from the project root (the folder holding `helpers/`),
 so a setting means the same folder in Jupyter (which runs in `notebooks/`), on the command line
@@ -23,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCALES = ("quick", "full")
 BUILTIN_DATASETS = ("photo_variants", "fashion_mnist")
 BACKBONES = ("auto", "resnet50", "efficientnet_lite0", "random_resnet50")
+HAYSTACKS = ("synthetic", "real")
 
 
 class SettingsError(ValueError):
@@ -42,6 +44,7 @@ class Settings:
     scale: str
     backbone: str
     weights: Path | None
+    haystack: str = "synthetic"
 
     @property
     def quick(self) -> bool:
@@ -76,6 +79,7 @@ class Settings:
             ("data set", f"{self.dataset_name}, {kind} ({self.image_dir})"),
             ("scale", self.scale),
             ("backbone", self.backbone + (f" (weights file {self.weights})" if self.weights else "")),
+            ("haystack", self.haystack),
             ("data folder", str(self.data_dir)),
         ]
         return "\n".join(f"{k:>12}: {v}" for k, v in rows)
@@ -100,4 +104,5 @@ def load_settings(env: dict | None = None) -> Settings:
         scale=_choice(env, "SIMSEARCH_SCALE", "full", SCALES),
         backbone=_choice(env, "SIMSEARCH_BACKBONE", "auto", BACKBONES),
         weights=project_path(weights) if weights else None,
+        haystack=_choice(env, "SIMSEARCH_HAYSTACK", "synthetic", HAYSTACKS),
     )

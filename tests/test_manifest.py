@@ -99,6 +99,8 @@ def test_a_symlink_beside_its_target_survives_a_manifest_saved_outside(photo_fol
     outside = result.manifest.save(tmp_path / "elsewhere" / "m.csv")
     moved = Manifest.load(outside)
     assert [e.path for e in moved] == [e.path for e in result.manifest] and moved.root == result.manifest.root
+    again = scan(photo_folder, previous=moved, progress=False)    # a rescan keeps one id for each
+    assert list(again.manifest) == list(result.manifest) and again.changes.unchanged
 
 
 @pytest.mark.parametrize("mutate, message", [
