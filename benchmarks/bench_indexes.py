@@ -6,8 +6,10 @@
 
 The metric is the course's: cosine similarity, i.e. every vector L2-normalised
 (`faiss.normalize_L2`) and searched by inner product (`faiss.METRIC_INNER_PRODUCT`).
-The database is "real" features plus distractors fitted to them (helpers.distractors); the real
-ones are synthetic stand-ins (clustered, non-negative, 1/i spectrum) unless --features is given.
+The database is "real" features plus distractors fitted to them with the course's model
+(helpers.distractors: full-rank covariance, the spectrum the real features show); the real ones
+are synthetic stand-ins (clustered, non-negative, 1/i spectrum) unless --features is given, for
+example the Fashion-MNIST features benchmarks/bench_haystack.py caches.
 Queries are real features held out of the database; ground truth is exact search
 (`helpers.evaluate.ground_truth`). Every index is built as the notebooks build it: a
 `faiss.index_factory` string (PQ with `np`: no polysemous training, which these searches never

@@ -172,7 +172,7 @@ def real_haystack(backbone: Backbone, data_dir: str | Path, n: int, progress: bo
     return np.vstack(vectors), entries
 
 
-def validation(backbone: Backbone, data_dir: str | Path, n: int = 2_000, queries: int = 100,
+def validation(backbone: Backbone, data_dir: str | Path, n: int = 1_900, queries: int = 100,
                progress: bool = False) -> tuple[dict, str]:
     """The check of the distractors for notebook 03: benchmarks/bench_haystack.py's figures when
     it has been run with this backbone (BENCH_RESULTS), else the same comparison measured now on
