@@ -89,6 +89,7 @@ def run_set(name: str, args, backbone) -> dict | None:
     for key in keys:
         print(f"{key:<36}" + "".join(f"{r['recall'][key]:>14.3f}" for r in results.values()))
     print(f"{'directions for 90% of the variance':<36}" + "".join(f"{r['directions for 90%']:>14}" for r in results.values()))
+    print(f"{'cosine of the nearest, median':<36}" + "".join(f"{r['nearest cosine, median']:>14.3f}" for r in results.values()))
     fit = real[:args.fit]
     for tail in ("power_law", "none"):
         v = verdicts(results["A"], results[f"B {tail}"])

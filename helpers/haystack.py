@@ -121,7 +121,7 @@ def compare_haystacks(real, queries, n_fit: int = 90, tails=("power_law",), seed
     """Database A: the `real` unit vectors; database B for each tail: the first `n_fit` of them
     plus distractors fitted on those (as the course builds its database), as many vectors as A.
     The same real `queries` search both. Returns {"A": ..., "B " + tail: ...}, each with
-    `index_recalls`, "directions for 90%" and the size."""
+    `index_recalls`, "directions for 90%", the size and the median cosine of a query's nearest."""
     from .distractors import DistractorModel
 
     real = normalize(real)
@@ -131,7 +131,8 @@ def compare_haystacks(real, queries, n_fit: int = 90, tails=("power_law",), seed
         model = DistractorModel.fit(fit, tail=tail, seed=seed)
         databases[f"B {tail}"] = np.vstack([fit, model.sample(len(real) - n_fit, seed + 1)[0]])
     return {name: {"recall": index_recalls(xb, queries, **recall_options),
-                   "directions for 90%": directions_for(xb), "n": len(xb)}
+                   "directions for 90%": directions_for(xb), "n": len(xb),
+                   "nearest cosine, median": float(np.median((queries @ xb.T).max(axis=1)))}
             for name, xb in databases.items()}
 
 

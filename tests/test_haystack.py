@@ -102,6 +102,8 @@ def test_compare_haystacks_builds_a_real_and_a_distractor_database():
     results = haystack.compare_haystacks(real, queries, n_fit=90, tails=("power_law", "none"),
                                          nprobes=(1, 4, 64), efs=(8, 64), compressed=False)
     assert list(results) == ["A", "B power_law", "B none"] and all(r["n"] == 2200 for r in results.values())
+    unit = real / np.linalg.norm(real, axis=1, keepdims=True)
+    assert results["A"]["nearest cosine, median"] == pytest.approx(np.median((queries @ unit.T).max(axis=1)), abs=1e-5)
     for r in results.values():
         ivf = [v for key, v in r["recall"].items() if key.startswith("IVF")]
         assert ivf == sorted(ivf) and ivf[-1] > 0.999          # nprobe >= nlist (14) is exact search
