@@ -17,7 +17,7 @@ WHEELHOUSE ?= build/wheelhouse
 WHEELS ?=
 PIP_SOURCE := $(if $(WHEELS),--no-index --find-links $(WHEELS))
 
-.PHONY: install data run test browser-test practice wheelhouse lab clean gpu-check gpu-wheels FORCE
+.PHONY: install data haystack-data run test browser-test practice wheelhouse lab clean gpu-check gpu-wheels FORCE
 
 # a venv that no longer runs (Python removed or upgraded under it) is rebuilt even when its
 # stamp looks up to date
@@ -55,6 +55,10 @@ install: $(STAMP)
 
 data: $(STAMP)
 	$(PY) -m helpers data
+
+# Debian's two real image sets: SIMSEARCH_HAYSTACK=real and benchmarks/bench_haystack.py (needs root)
+haystack-data:
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y dataset-fashion-mnist openclipart-png
 
 run: $(STAMP)
 	SIMSEARCH_SCALE=$(SCALE) $(PY) -m helpers run

@@ -20,6 +20,7 @@ compressed indexes ranked by recall the same on A and B. The earlier model's fig
 beside them as `reported:` lines. Features are extracted once and cached in build/bench_haystack/;
 the figures go to build/bench_haystack/results.json, which notebook 03 reads.
 
+    make haystack-data                                        # the two Debian packages (as root)
     python benchmarks/bench_haystack.py                       # both sets, N = 10,000, 200 queries
     python benchmarks/bench_haystack.py --sets fashion_mnist --n 2000 --queries 100   # a quicker check
 """

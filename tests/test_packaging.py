@@ -57,7 +57,11 @@ def test_ci_runs_exactly_the_readme_test_command_then_the_browser_test():
     assert "make test" in readme and "make run" in readme and "make browser-test" in readme
     text = (REPO / ".ci" / "run").read_text()
     ci = [l.strip() for l in text.splitlines() if l.strip() and not l.startswith(("#", "set ", "cd "))]
-    assert ci[0] == "make test" and ci[-1] == "make browser-test"
+    first = ci.index("make test")
+    assert ci[-1] == "make browser-test" and ci.count("make test") == 1
+    before = "\n".join(ci[:first])
+    assert "make" not in before and "dataset-fashion-mnist" in before, "only the data notebook 03 checks against"
+    assert "apt-get install -y dataset-fashion-mnist" in text
     assert "apt-get install -y chromium" in text, "CI installs Debian's chromium when it is missing"
     pyproject = (REPO / "pyproject.toml").read_text()
     assert "-m 'not browser'" in pyproject, "`make test` leaves the browser test out"
