@@ -27,7 +27,7 @@ class CourseDatabase:
     """
 
     def __init__(self, features, manifest, scale: str, seed: int = 0, haystack=None):
-        from .distractors import DATABASE_SIZE, QUERY_COUNT, Sizes, with_distractors
+        from .distractors import DATABASE_SIZE, Sizes, with_distractors
         from .manifest import Manifest
         from .settings import SCALES, SettingsError
 
@@ -36,14 +36,13 @@ class CourseDatabase:
         n = len(features)
         if n < 2:
             raise ValueError("the course database needs at least 2 real feature vectors")
-        n_queries = min(QUERY_COUNT[scale], n // 2)
+        n_queries, n_extra = self.counts(n, scale)
         # every other image is a query, held out of the database: its variants stay in it
         is_query = np.zeros(n, dtype=bool)
         is_query[1::2][:n_queries] = True
         vectors = normalize(features.vectors)
         real = vectors[~is_query][: DATABASE_SIZE[scale]]
         real_ids = features.ids[~is_query][: DATABASE_SIZE[scale]]
-        n_extra = max(0, DATABASE_SIZE[scale] - len(real))
         self.manifest = manifest
         if haystack is None:
             self.sizes = Sizes(scale, len(real), n_extra, n_queries)
@@ -63,16 +62,23 @@ class CourseDatabase:
 
     metric = "cosine"
 
+    @staticmethod
+    def counts(n: int, scale: str) -> tuple[int, int]:
+        """For n real feature vectors: how many are queries, and how many haystack vectors fill the database."""
+        from .distractors import DATABASE_SIZE, QUERY_COUNT
+
+        n_queries = min(QUERY_COUNT[scale], n // 2)
+        return n_queries, max(0, DATABASE_SIZE[scale] - (n - n_queries))
+
     @classmethod
     def from_settings(cls, settings, features, manifest, backbone, progress: bool = True) -> "CourseDatabase":
         """The database the settings ask for: SIMSEARCH_HAYSTACK=real fills it with real images
         (their features extracted once with `backbone`, then cached), else with distractors."""
-        from .distractors import DATABASE_SIZE
-
         haystack = None
         if settings.haystack == "real":
             from .haystack import real_haystack
-            haystack = real_haystack(backbone, settings.data_dir, DATABASE_SIZE[settings.scale], progress)
+            n_extra = cls.counts(len(features), settings.scale)[1]
+            haystack = real_haystack(backbone, settings.data_dir, n_extra, progress)
         return cls(features, manifest, settings.scale, haystack=haystack)
 
     def flat(self) -> faiss.Index:

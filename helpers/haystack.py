@@ -150,6 +150,8 @@ def real_haystack(backbone: Backbone, data_dir: str | Path, n: int, progress: bo
 
     from .distractors import DISTRACTOR_ID_START
 
+    if n <= 0:   # the real images fill the database by themselves
+        return np.zeros((0, backbone.dim), np.float32), []
     vectors, entries = [], []
     for name in REAL_SETS:
         left = n - sum(len(v) for v in vectors)

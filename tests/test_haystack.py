@@ -77,6 +77,10 @@ def test_course_database_with_real_images_instead_of_distractors(debian, monkeyp
     assert db.manifest.entry(int(extra[0])).label.startswith("fashion_mnist:")
     assert not set(db.query_ids) & set(db.ids)
     np.testing.assert_allclose(np.linalg.norm(db.xb, axis=1), 1, rtol=1e-5)
+    monkeypatch.setitem(dist.DATABASE_SIZE, "quick", 10)     # the real images fill it alone: no haystack needed
+    full = CourseDatabase.from_settings(settings, fs, manifest, make_tiny_backbone(), progress=False)
+    assert full.sizes.n_distractors == 0 and len(full.xb) == 10 and full.manifest.entries == manifest.entries
+    monkeypatch.setitem(dist.DATABASE_SIZE, "quick", 50)
     synthetic = CourseDatabase.from_settings(load_settings({"SIMSEARCH_SCALE": "quick"}), fs, manifest, None)
     assert synthetic.manifest is manifest and "40 distractors" in str(synthetic.sizes)
 
