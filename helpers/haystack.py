@@ -84,34 +84,27 @@ def index_recalls(xb, queries, k: int = 10, nprobes=(1, 2, 4, 8, 16, 32), efs=(8
     import faiss
 
     from .evaluate import ground_truth, recall_at_k
-    from .indexes import blas_threshold, suggest_nlist
+    from .indexes import build, suggest_nlist
 
     n, d = xb.shape
     truth = ground_truth(xb, np.arange(n), queries, k)
     nlist = suggest_nlist(n)
     out: dict[str, float] = {}
 
-    def build(key: str, metric=faiss.METRIC_INNER_PRODUCT):
-        index = faiss.index_factory(d, key, metric)
-        with blas_threshold(0):            # PQ's small k-means on BLAS (notebook 05)
-            index.train(xb)
-        index.add(xb)
-        return index
-
     def recall(index, params: str) -> float:
         faiss.ParameterSpace().set_index_parameters(index, params)
         return recall_at_k(index.search(queries, k)[1], truth, k)
 
-    ivf = build(f"IVF{nlist},Flat")
+    ivf = build(f"IVF{nlist},Flat", xb)
     out.update({f"IVF{nlist},Flat nprobe={p}": recall(ivf, f"nprobe={p}") for p in nprobes})
-    hnsw = build("HNSW32")
+    hnsw = build("HNSW32", xb)
     out.update({f"HNSW32 efSearch={ef}": recall(hnsw, f"efSearch={ef}") for ef in efs})
     if compressed:
         small = min(256, d)
         keys = [f"IVF{nlist},PQ{m}np" for m in (16, 32, 64) if d % m == 0]
         keys += [f"PCA{small},IVF{nlist},PQ64np", f"OPQ64_{small},IVF{nlist},PQ64np"]
         for key in keys:   # behind PCA, L2 on unit vectors (PCA subtracts the mean: notebook 05)
-            index = build(key, faiss.METRIC_L2 if key.startswith("PCA") else faiss.METRIC_INNER_PRODUCT)
+            index = build(key, xb, metric="l2" if key.startswith("PCA") else "cosine")
             out[f"{key} nprobe=16"] = recall(index, "nprobe=16")
     return out
 
@@ -187,7 +180,8 @@ def validation(backbone: Backbone, data_dir: str | Path, n: int = 1_900, queries
         report = json.loads(BENCH_RESULTS.read_text(encoding="utf-8"))
         if report.get("backbone") == backbone.name and report.get("sets"):
             return report["sets"], (f"read from {BENCH_RESULTS.relative_to(REPO_ROOT)} (benchmarks/bench_haystack.py, "
-                                    f"run {report['created']}, N = {report['n']:,} real images a set)")
+                                    f"run {report['created']}, N = {report['n']:,} real images a set, "
+                                    f"distractors fitted on {report['fit']})")
     try:
         fs, _, status = real_features("fashion_mnist", backbone, data_dir, n + queries, progress)
     except DatasetUnavailable as err:

@@ -169,6 +169,24 @@ def blas_threshold(value: int = 0) -> Iterator[None]:
 
 # ---------------------------------------------------------------- training, adding, searching
 
+def build(factory: str, xb, ids=None, metric: str = "cosine") -> faiss.Index:
+    """An index built as the notebooks build it: `faiss.index_factory(d, factory, metric)`, trained
+    on `xb` with Faiss's BLAS threshold at 0 (PQ's small k-means on BLAS: notebook 05), then filled
+    (`add_with_ids` when `ids` are given). cosine: vectors L2-normalised, inner product; l2: as given."""
+    if metric not in ("cosine", "l2"):
+        raise ValueError(f"metric {metric!r}: use 'cosine' or 'l2'")
+    xb = normalize(xb) if metric == "cosine" else as_float32_matrix(xb)
+    index = faiss.index_factory(xb.shape[1], factory,
+                                faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
+    with blas_threshold(0):
+        index.train(xb)
+    if ids is None:
+        index.add(xb)
+    else:
+        index.add_with_ids(xb, as_ids(ids, len(xb)))
+    return index
+
+
 def min_training_points(index: faiss.Index, per_centroid: int = MIN_POINTS_PER_CENTROID) -> int:
     """How many training vectors `index` needs: per_centroid for each k-means centroid (IVF's nlist,
     PQ's and OPQ's 2**nbits per sub-quantiser), and at least the output dimension for PCA."""

@@ -65,19 +65,10 @@ def photo_folder(tmp_path: Path) -> Path:
 
 
 def build_index(factory: str, xb, ids, metric: str = "cosine"):
-    """An index built as the notebooks build them: a factory string, train (on the BLAS path, as
-    `helpers.store.build` and notebooks 05 and 09 train), add under ids (cosine: vectors
-    L2-normalised, inner product)."""
-    import faiss
-    from helpers.indexes import blas_threshold, normalize
+    """An index built as the notebooks build them (`helpers.indexes.build`)."""
+    from helpers.indexes import build
 
-    cosine = metric == "cosine"
-    index = faiss.index_factory(xb.shape[1], factory, faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2)
-    xb = normalize(xb) if cosine else xb
-    with blas_threshold(0):
-        index.train(xb)
-    index.add_with_ids(xb, ids)
-    return index
+    return build(factory, xb, ids, metric)
 
 
 def pytest_collection_modifyitems(config, items):
