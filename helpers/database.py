@@ -17,7 +17,9 @@ class CourseDatabase:
     Real images keep their manifest ids; distractors get ids from DISTRACTOR_ID_START upwards
     (helpers.distractors), which no manifest uses, and carry no label. Queries are real images (the first
     `sizes.n_queries` of every other image) held out of the database, so a query never finds
-    itself; the other variants of its photo are in the database. Distractors are drawn to match the
+    itself; the other variants of its photo are in the database. The queries are split at random into
+    two halves (notebook 08 writes the split out): settings are chosen on `tune_queries` and reported
+    on `test_queries`, because a setting chosen on some queries flatters its recall on them. Distractors are drawn to match the
     normalised real features and are unit vectors too. The exact Flat index, its ground truth and its
     speed are computed once and reused by every measurement in a notebook.
 
@@ -55,12 +57,26 @@ class CourseDatabase:
             self.manifest = Manifest(manifest.root, list(manifest) + list(entries))
         self.queries = np.ascontiguousarray(vectors[is_query])
         self.query_ids = features.ids[is_query]
+        order = np.random.default_rng(seed).permutation(len(self.queries))
+        half = len(order) // 2
+        self._parts = {"all": self.queries, "tune": self.queries[np.sort(order[:half])],
+                       "test": self.queries[np.sort(order[half:])]}
         self.labels = {int(i): manifest.entry(i).label for i in features.ids}
         self._flat = None
-        self._truth: dict[int, SearchResult] = {}
-        self._flat_qps: dict[int, float] = {}
+        self._truth: dict[tuple[int, str], SearchResult] = {}
+        self._flat_qps: dict[tuple[int, str], float] = {}
 
     metric = "cosine"
+
+    @property
+    def tune_queries(self) -> np.ndarray:
+        """The half of the queries that chooses settings (nprobe, efSearch, ...)."""
+        return self._parts["tune"]
+
+    @property
+    def test_queries(self) -> np.ndarray:
+        """The other half, on which a chosen setting is reported."""
+        return self._parts["test"]
 
     @staticmethod
     def counts(n: int, scale: str) -> tuple[int, int]:
@@ -88,17 +104,22 @@ class CourseDatabase:
             self._flat.add_with_ids(self.xb, self.ids)
         return self._flat
 
-    def ground_truth(self, k: int = 10) -> SearchResult:
-        """The exact top-k of every query (computed once per k)."""
-        if k not in self._truth:
-            self._truth[k] = search(self.flat(), self.queries, k)
-        return self._truth[k]
+    def _part(self, part: str) -> np.ndarray:
+        if part not in self._parts:
+            raise ValueError(f"part {part!r}: use one of {', '.join(self._parts)}")
+        return self._parts[part]
 
-    def flat_qps(self, k: int = 10) -> float:
-        """Exact search's queries per second on these queries, measured once per k, on its
+    def ground_truth(self, k: int = 10, part: str = "all") -> SearchResult:
+        """The exact top-k of the queries ("all"), or of the "tune" or "test" half (computed once)."""
+        if (k, part) not in self._truth:
+            self._truth[k, part] = search(self.flat(), self._part(part), k)
+        return self._truth[k, part]
+
+    def flat_qps(self, k: int = 10, part: str = "all") -> float:
+        """Exact search's queries per second on these queries, measured once per k and part, on its
         BLAS path (`indexes.blas_threshold(0)`): the fastest exact search here, so that speed-ups
         are measured against Flat at its best, whatever the number of queries."""
-        if k not in self._flat_qps:
+        if (k, part) not in self._flat_qps:
             with blas_threshold(0):
-                self._flat_qps[k] = qps(self.flat(), self.queries, k)
-        return self._flat_qps[k]
+                self._flat_qps[k, part] = qps(self.flat(), self._part(part), k)
+        return self._flat_qps[k, part]

@@ -7,7 +7,8 @@ stage's parameter is `k_factor_rf`). This module only helps around them:
 - `as_float32_matrix`, `as_ids`, `normalize`: the input Faiss accepts, checked, with errors that
   say what to change (`VectorError`, `IndexParamError`). `normalize` is the course's one
   normaliser (cosine similarity = L2-normalise both sides, then inner product; notebook 03).
-- `nlist_range`, `suggest_nlist`, `min_training_points`: Faiss's sizing advice (notebooks 04-05).
+- `nlist_range`, `suggest_nlist`, `min_training_points`, `training_sample`: Faiss's sizing advice and
+  the course's one nlist rule (notebooks 04-11), and a random training sample.
 - `layers`, `describe`, `metric_of`: what an index is made of (notebooks 05-06, 09).
 - `blas_threshold`: Faiss's switch between its two ways of computing distances, for exact search
   (notebook 03) and for PQ's and OPQ's k-means training (notebook 05).
@@ -85,19 +86,32 @@ def metric_of(index: faiss.Index) -> str:
 # ---------------------------------------------------------------- parameter advice and checks
 
 def nlist_range(n: int) -> tuple[int, int]:
-    """The advised nlist range for `n` indexed vectors: 4*sqrt(n) to 16*sqrt(n), at most n // 39.
-
-    n // 39 is the most centroids that n training points support (39 each). Below about 24,000
-    vectors that cap is under 4*sqrt(n); the range is then the 4x-wide band ending at the cap.
-    """
-    lo = math.ceil(4 * math.sqrt(n))
-    hi = min(math.floor(16 * math.sqrt(n)), max(1, n // MIN_POINTS_PER_CENTROID))
-    return (lo if lo <= hi else max(1, hi // 4)), hi
+    """Faiss's guidelines' nlist band for `n` indexed vectors below a million: 4*sqrt(n) to 16*sqrt(n)."""
+    return math.ceil(4 * math.sqrt(n)), max(1, math.floor(16 * math.sqrt(n)))
 
 
 def suggest_nlist(n: int) -> int:
-    """The low end of `nlist_range(n)`: the cheapest advised nlist to train (fewest centroids)."""
-    return nlist_range(n)[0]
+    """The course's one nlist rule (notebooks 04-11, the recommender, bundles). Faiss's guidelines
+    (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index) advise 4*sqrt(n) to
+    16*sqrt(n) cells below a million vectors and 65,536 / 262,144 / 1,048,576 cells up to 10M / 100M
+    / beyond; we take the low end, the cheapest to train, and at most n // 39, so that k-means gets the
+    39 training points a centroid below which Faiss warns."""
+    if n >= 1_000_000:
+        nlist = 1_048_576 if n >= 100_000_000 else 262_144 if n >= 10_000_000 else 65_536
+    else:
+        nlist = nlist_range(n)[0]
+    return max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
+
+
+def training_sample(x, n: int, seed: int = 0) -> np.ndarray:
+    """`n` rows of `x` drawn at random without replacement (all of `x` when n >= len(x)), in their
+    original order: k-means and PQ train on a sample of the whole collection, never on its first rows
+    (the course database puts every real image before the haystack)."""
+    x = np.asarray(x)
+    if n >= len(x):
+        return x
+    pick = np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))
+    return np.ascontiguousarray(x[pick])
 
 
 def _positive_int(name: str, value, hint: str = "") -> int:

@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 
 from .evaluate import ground_truth, median_seconds, recall_at_k, recalls_at_k
-from .indexes import layers
+from .indexes import layers, suggest_nlist
 
 METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 POINTS_PER_CENTROID = (39, 256)   # k-means: Faiss warns below 39 points a centroid and samples above 256
@@ -161,16 +161,9 @@ def estimate_memory(factory: str, n: int, d: int) -> int:
 # ---------------------------------------------------------------- the recommender
 
 def nlist_for(n: int) -> tuple[int, str]:
-    """nlist and the coarse quantiser's suffix by the guidelines: 4*sqrt(N)..16*sqrt(N) below 1M
-    vectors (we take 4*sqrt(N) as a power of two); IVF65536_HNSW32 to 10M, IVF262144_HNSW32 to
-    100M, IVF1048576_HNSW32 above; always halved until N gives 39 training points a centroid."""
-    if n >= 1_000_000:
-        nlist, coarse = (1_048_576 if n >= 100_000_000 else 262_144 if n >= 10_000_000 else 65_536), "_HNSW32"
-    else:
-        nlist, coarse = 2 ** round(math.log2(4 * math.sqrt(n))), ""
-    while nlist > 1 and nlist * POINTS_PER_CENTROID[0] > n:
-        nlist //= 2
-    return nlist, coarse
+    """nlist (`indexes.suggest_nlist`, the course's one rule) and the coarse quantiser's suffix: from
+    a million vectors the guidelines search the centroids with an HNSW32 graph (IVF.._HNSW32)."""
+    return suggest_nlist(n), ("_HNSW32" if n >= 1_000_000 else "")
 
 
 def _train_size(n: int, nlist: int, pq: bool = False) -> int:
@@ -196,7 +189,7 @@ def _candidates(n: int, d: int, target: float):
         yield ("IDMap,HNSW32,Flat", 0, "efSearch", EF_SEARCH, "",
                "the budget holds the vectors and 32 links each: HNSW is the fastest accurate index (guidelines)")
     yield (f"{ivf},Flat", _train_size(n, nlist), "nprobe", probes, "",
-           f"the full vectors fit but not a graph: IVF with nlist={nlist} (4*sqrt(N) band) stores them in cells")
+           f"the full vectors fit but not a graph: IVF with nlist={nlist} (4*sqrt(N), at most N/39) stores them in cells")
     yield (f"{ivf},SQfp16", _train_size(n, nlist), "nprobe", probes, "",
            "the full vectors do not fit: 16-bit floats halve them and lose almost nothing")
     for code, bits in (("SQ8", 8), ("SQ6", 6), ("SQ4", 4)):

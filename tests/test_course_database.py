@@ -41,6 +41,22 @@ def test_queries_are_held_out_and_distractors_fill_the_database(small, monkeypat
     assert recall_at_k(truth, brute, 10) == 1.0
 
 
+def test_tuning_and_test_queries_split_the_queries_at_random(small, monkeypatch):
+    import helpers.distractors as dist
+    monkeypatch.setitem(dist.DATABASE_SIZE, "quick", 500)
+    db = CourseDatabase(*small, "quick")
+    tune, test = db.tune_queries, db.test_queries
+    assert len(tune) == len(test) == 10
+    rows = {q.tobytes(): i for i, q in enumerate(db.queries)}
+    tune_rows, test_rows = [rows[q.tobytes()] for q in tune], [rows[q.tobytes()] for q in test]
+    assert sorted(tune_rows + test_rows) == list(range(20))
+    assert tune_rows != list(range(10)), "a random half, not the first one"
+    truth = db.ground_truth(10, "test")
+    assert np.array_equal(truth.ids, db.ground_truth(10).ids[test_rows])
+    with pytest.raises(ValueError, match="part 'train'"):
+        db.ground_truth(10, "train")
+
+
 def test_unknown_scale_is_refused(small):
     with pytest.raises(SettingsError):
         CourseDatabase(*small, "huge")

@@ -75,13 +75,23 @@ def test_min_training_points_counts_every_trained_part(factory, need):
 
 
 def test_nlist_advice():
-    assert ix.nlist_range(100_000) == (1265, 2564)          # 4*sqrt(N) .. min(16*sqrt(N), N/39)
-    assert ix.nlist_range(1_000_000) == (4000, 16000)
-    assert ix.nlist_range(10_000) == (64, 256)               # small N: the training rule caps it
-    for n in (1, 10, 1000, 24_336, 24_400, 10**7):
-        lo, hi = ix.nlist_range(n)
-        assert 1 <= lo <= hi <= max(1, n // 39)
-        assert ix.suggest_nlist(n) == lo
+    assert ix.nlist_range(100_000) == (1265, 5059)           # the guidelines' 4*sqrt(N) .. 16*sqrt(N)
+    assert ix.suggest_nlist(100_000) == 1265                 # its low end
+    assert ix.suggest_nlist(10_000) == 256                   # 4*sqrt(N) = 400 would leave k-means 25 points a centroid
+    assert ix.suggest_nlist(5_000_000) == 65_536             # the guidelines' fixed sizes from 1M vectors
+    assert ix.suggest_nlist(1_000_000) == 1_000_000 // 39    # ... capped by the 39 points as well
+    for n in (1, 10, 1000, 24_336, 24_400, 10**7, 2 * 10**8):
+        assert 1 <= ix.suggest_nlist(n) <= max(1, n // 39)
+
+
+def test_training_sample_is_random_rows_in_order():
+    x = np.arange(1000, dtype="float32").reshape(500, 2)
+    sample = ix.training_sample(x, 100, seed=1)
+    assert sample.shape == (100, 2) and sample.flags.c_contiguous
+    rows = sample[:, 0] / 2
+    assert np.all(np.diff(rows) > 0) and rows.max() > 400     # distinct rows, in order, not the first 100
+    assert np.array_equal(ix.training_sample(x, 100, seed=1), sample)
+    assert ix.training_sample(x, 900) is x
 
 
 # ---------------------------------------------------------------- Faiss behaviour the course teaches

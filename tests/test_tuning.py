@@ -65,7 +65,7 @@ def test_recommend_follows_the_guidelines_order():
     assert recommend(100_000, 1280, 1.02 * flat).factory.endswith(",Flat")         # full vectors, no graph: IVF
     assert recommend(100_000, 1280, 1.02 * flat).param == "nprobe"
     assert recommend(100_000, 1280, flat / 4).factory.endswith("SQ6")              # tight: fewer bits a dimension
-    assert recommend(100_000, 1280, flat / 16).factory == "OPQ128_512,IVF1024,PQ128np"  # tighter: OPQ-rotated PQ
+    assert recommend(100_000, 1280, flat / 16).factory == "OPQ128_512,IVF1265,PQ128np"  # tighter: OPQ-rotated PQ
     assert recommend(100_000, 128, 100_000 * 4 * 128 / 16).factory.startswith("OPQ")  # low d: OPQ + few bytes
     assert recommend(100_000, 1280, flat / 1.9).factory.endswith("SQfp16")
     assert recommend(100_000, 1280, flat / 2.5).factory.endswith("SQ8")
