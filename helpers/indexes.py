@@ -164,7 +164,9 @@ def blas_threshold(value: int = 0) -> Iterator[None]:
 
     Faiss computes the distances between a batch of vectors and a database as one BLAS matrix
     product only when the batch is big enough: in faiss-cpu 1.15 when vectors x d reaches this
-    threshold (128,000); below it, it compares one pair at a time. For exact search (notebook 03
+    threshold (128,000); below it, it compares one pair at a time (exact search with fewer queries
+    than threads on a large database splits the database between threads and uses BLAS whatever
+    the threshold: faiss/utils/distances.cpp, `should_use_db_parallel`). For exact search (notebook 03
     measures the switch) each query then streams the whole database from memory by itself, which
     on a large database can be ten times slower. k-means takes the same switch: PQ and OPQ train
     one on each sub-vector, and short sub-vectors with few points stay under the threshold (2-8
