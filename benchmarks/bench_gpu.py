@@ -44,7 +44,8 @@ from helpers.backbones import load_backbone  # noqa: E402
 from helpers.evaluate import median_seconds, recall_at_k  # noqa: E402
 from helpers import features  # noqa: E402
 from helpers.features import extract  # noqa: E402
-from helpers.gpu import cpu_cores, gpu_status, torch_knn  # noqa: E402
+from helpers.devices import cpu_cores  # noqa: E402
+from helpers.gpu import gpu_status, torch_knn  # noqa: E402
 from helpers.indexes import blas_threshold  # noqa: E402
 from helpers.manifest import Manifest, scan  # noqa: E402
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .fileio import first_line
+
 
 def _error(message: str, code: int = 2) -> int:
     """Print one line, "error: ...", on stderr and return the exit status to give."""
@@ -302,7 +304,7 @@ def _milvus_index(args: argparse.Namespace) -> int:
         count = insert(client, args.collection, fs.ids, normalize(fs.vectors), paths)
         create_index(client, args.collection, args.index_type, params)
     except Exception as err:  # pymilvus raises MilvusException and connection errors of its own
-        return _error(f"milvus at {args.uri}: {str(err).splitlines()[0]}", 1)
+        return _error(f"milvus at {args.uri}: {first_line(err)}", 1)
     print(f"inserted {count} normalised vectors into {args.collection!r} at {args.uri}; "
           f"index {args.index_type} {params}, metric IP (cosine)")
     return 0

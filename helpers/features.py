@@ -53,7 +53,8 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .backbones import Backbone
-from .fileio import atomic_write
+from .devices import cpu_cores, device_name, pick_device
+from .fileio import atomic_write, first_line, timestamp
 from .images import MAX_PIXELS, ImageLoadError, open_rgb
 from .indexes import normalize as normalize_rows
 from .manifest import Manifest
@@ -151,8 +152,7 @@ def decoder_problem(decoder: str, device: str) -> str:
         if tuple(image.shape) != (3, 8, 16):
             return f"decode_jpeg gave shape {tuple(image.shape)} for a 16x8 RGB JPEG"
     except Exception as err:  # no image extension, no nvJPEG, a CUDA error: all mean "not here"
-        text = str(err).strip()
-        return f"{type(err).__name__}: {text.splitlines()[0] if text else 'no message'}"
+        return f"{type(err).__name__}: {first_line(err)}"
     return ""
 
 
@@ -362,7 +362,7 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
             decoder: str | None = None) -> FeatureSet:
     """Features of every image in `manifest`, in manifest order, failures left out and recorded.
 
-    device: 'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu' or 'cuda'.
+    device: 'auto' (devices.pick_device: a CUDA GPU, else Apple's mps, else the CPU), 'cpu', 'cuda' or 'mps'.
     batch_size, num_workers: None picks the device's default: on the CPU batches of 8 decoded
     in the main process; on a GPU batches of 64 decoded by one DataLoader worker per CPU core.
     precision: 'fp32'; 'bf16' (autocast: faster on CPUs with native bfloat16, slower on
@@ -372,7 +372,6 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
     decoder: 'pil', 'tensor' or 'nvjpeg' (see the module docstring); None picks the device's
     default; one that cannot run here falls back, with a warning saying why.
     """
-    from .gpu import cpu_cores, pick_device
 
     device = pick_device(device)
     on_gpu = device.startswith("cuda")
@@ -423,18 +422,20 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
         model.to(home)   # the backbone stays where the caller had it
     vectors = normalize_rows(vectors) if normalize else np.ascontiguousarray(vectors, dtype=np.float32)
     rate = len(manifest) / (time.perf_counter() - start)
-    meta = {**backbone.identity(), "manifest_hash": manifest.content_hash(), "normalize": normalize,
-            "precision": precision, "decode": decode_mode(backbone, jpeg_draft, decoder),
-            "decoder": decoder, "device": torch.device(device).type, "device_name": device_name(device),
-            "batch_size": batch_size, "num_workers": num_workers, "count": len(ids),
-            "images_per_second": round(rate, 2), "torch": torch.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    meta = metadata(backbone, manifest, normalize=normalize, precision=precision,
+                    decode=decode_mode(backbone, jpeg_draft, decoder), rate=rate, decoder=decoder,
+                    device=torch.device(device).type, device_name=device_name(device), batch_size=batch_size,
+                    num_workers=num_workers, count=len(ids), torch=torch.__version__)
     return FeatureSet(vectors, np.asarray(ids, dtype=np.int64), failures, meta, rate)
 
 
-def device_name(device: str) -> str:
-    """The processor a device string stands for, as features.json records it."""
-    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+def metadata(backbone: Backbone, manifest: Manifest, *, normalize: bool, precision: str, decode: str,
+             rate: float, **run) -> dict:
+    """What features.json records of a FeatureSet: the backbone's identity, the manifest's hash, how
+    the vectors were made (`run`: device, batch size, engine, ...), how fast, and when."""
+    return {**backbone.identity(), "manifest_hash": manifest.content_hash(), "normalize": normalize,
+            "precision": precision, "decode": decode, **run, "images_per_second": round(rate, 2),
+            "created": timestamp()}
 
 
 def companion_paths(out_npy: str | Path) -> tuple[Path, Path, Path]:
@@ -484,7 +485,6 @@ def load_or_extract(manifest: Manifest, backbone: Backbone, cache_dir: str | Pat
     `extract`; a cache must match its normalize, precision and device type (cpu or cuda) as well
     as the manifest content, backbone, weights and preprocessing.
     """
-    from .gpu import pick_device
 
     path = Path(cache_dir) / CACHE_NAME
     device = pick_device(kw.get("device", "auto"))

@@ -3,7 +3,9 @@
 Every writer in `helpers` (manifest, features, data sets, the comparison table, index bundles)
 goes through `atomic_write`: the data goes to a temporary file beside the target, which is then
 renamed over it, so a run killed part-way leaves the previous file intact. A folder written as
-one unit (an index bundle) goes through `atomic_write_dir` the same way.
+one unit (an index bundle) goes through `atomic_write_dir` the same way. `timestamp` is the
+time every artefact records it was made, and `first_line` the one line of an exception that
+messages quote.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -86,3 +89,15 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def timestamp() -> str:
+    """Now, as every artefact records it (ISO 8601, local time with its UTC offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def first_line(err: BaseException, last: bool = False) -> str:
+    """An exception's first line of message (its last with `last`: Faiss's own message ends its
+    text), or its type's name when it has none."""
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    return (lines[-1] if last else lines[0]) if lines else type(err).__name__

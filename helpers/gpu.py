@@ -7,15 +7,17 @@ Taught in notebook 07 (00 prints the status). Faiss's pip wheel `faiss-cpu` has 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from .devices import cpu_cores, pick_device
 
 import numpy as np
 
 #: torch's exact search compares the queries with this many database rows at a time, so the
 #: (queries x rows) score block stays small (1,000 queries: 1 GB of float32).
 TORCH_KNN_CHUNK = 262_144
-#: Faiss's GPU search limit, for k and for nprobe alike (Faiss 1.15).
+#: Faiss's GPU search limit with its own kernels, for k and for nprobe alike (Faiss 1.15,
+#: GPU_MAX_SELECTION_K in faiss/gpu/utils/DeviceDefs.cuh; 16,384 when the cuVS backend searches).
 GPU_MAX_K = 2048
 METRICS = ("cosine", "ip", "l2")
 
@@ -85,14 +87,6 @@ class GpuStatus:
         return "\n".join(lines)
 
 
-def cpu_cores() -> int:
-    """The cores this process may use (a cluster job's share, not the whole machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def gpu_status() -> GpuStatus:
     """Detect what Faiss and torch can use on this machine."""
     import faiss
@@ -107,24 +101,6 @@ def gpu_status() -> GpuStatus:
     return GpuStatus(faiss_version=faiss.__version__, faiss_gpu_build=gpu_build,
                      faiss_gpus=faiss.get_num_gpus() if gpu_build else 0,
                      torch_version=torch.__version__, cuda_devices=tuple(devices), cpu_cores=cpu_cores())
-
-
-def pick_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' (or 'cuda:N') without a GPU
-    raises ValueError saying so."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r}: use 'auto', 'cpu' or 'cuda'") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: torch sees no GPU here; use 'auto' or 'cpu'")
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r}: use 'auto', 'cpu' or 'cuda'")
-    return device
 
 
 def torch_knn(xb, xq, k: int, metric: str = "cosine", device: str = "auto",

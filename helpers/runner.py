@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fileio import first_line
 from .presentation import read_report
 from .settings import REPO_ROOT, load_settings
 
@@ -55,8 +56,7 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, CellExecutionError):   # the traceback's last line, without its colours
         lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if ln.strip()]
         return lines[-1] if lines else type(err).__name__   # "SomeError: message", the cell's own
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def execute(path: Path, out_dir: Path, report_file: Path, timeout: int = CELL_TIMEOUT_S) -> NotebookRun:

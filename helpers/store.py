@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .backbones import Backbone
 from .features import FeatureSet, extract
-from .fileio import atomic_write, atomic_write_dir, sha256_file
+from .fileio import atomic_write, atomic_write_dir, first_line, sha256_file, timestamp
 from .images import ImageLoadError, probe
 from .indexes import blas_threshold, normalize, suggest_nlist
 from .manifest import Entry, Manifest, ManifestError
@@ -165,7 +164,7 @@ def metadata(index: faiss.Index, manifest: Manifest, features_meta: dict, factor
             "backbone": {k: features_meta.get(k) for k in BACKBONE_KEYS},
             "features": {k: features_meta.get(k) for k in FEATURE_KEYS},
             "faiss": faiss.__version__, "manifest_hash": manifest.content_hash(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "created": timestamp()}
 
 
 def save(bundle: Bundle, path: str | Path) -> Path:
@@ -375,7 +374,7 @@ def update(bundle: Bundle, new_manifest: Manifest, backbone: Backbone, *, progre
         bundle.index.add_with_ids(x, fs.ids)
     keep = (old.keys() - set(removed)) | set(report.added)
     bundle.manifest = Manifest(new_manifest.root, [e for e in new_manifest if e.id in keep])
-    bundle.meta = {**bundle.meta, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    bundle.meta = {**bundle.meta, "updated": timestamp()}
     save(bundle, bundle.path)
     return report
 
@@ -418,5 +417,5 @@ def _kind(index: faiss.Index) -> str:
 
 def _faiss_reason(err: RuntimeError) -> str:
     """Faiss's own message without its C++ source location ("Error in f() at file.cpp:12: ...")."""
-    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    text = first_line(err, last=True)
     return re.sub(r"^Error in .*? at \S+:\d+: (Error: )?", "", text).strip(" .'")

@@ -210,7 +210,7 @@ def _candidates(n: int, d: int, target: float):
         if dr < m:
             continue
         yield (f"OPQ{m}_{dr},{ivf},PQ{m}np", _train_size(n, nlist, pq=True), "nprobe", probes, "",
-               f"the budget leaves about {m} bytes a vector: OPQ rotates and reduces to {dr} dims (a rotation keeps "
+               f"PQ codes of {m} bytes a vector fit the budget: OPQ rotates and reduces to {dr} dims (a rotation keeps "
                f"inner products, unlike PCA's centring) so that PQ{m}'s {m} codes of 4 dims each lose little")
 
 

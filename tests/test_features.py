@@ -226,7 +226,7 @@ def test_cache_is_keyed_by_device(photos, lite0, tmp_path):
 @pytest.mark.gpu
 def test_extraction_on_the_gpu_matches_the_cpu(photos, lite0):
     from helpers.features import _workers_that_fit
-    from helpers.gpu import cpu_cores
+    from helpers.devices import cpu_cores
 
     cpu = extract(photos, lite0, device="cpu", progress=False)
     gpu = extract(photos, lite0, device="cuda", progress=False)

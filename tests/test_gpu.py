@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from helpers import gpu
-from helpers.gpu import CudaDevice, GpuStatus, gpu_status, pick_device, torch_knn
+from helpers.devices import device_name, pick_device
+from helpers.gpu import CudaDevice, GpuStatus, gpu_status, torch_knn
 from tests.test_packaging import pins
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,12 +57,17 @@ def test_route_and_plan_follow_what_the_machine_has(st, route, plan):
 
 def test_pick_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert pick_device("auto") == "cpu" and pick_device("cpu") == "cpu"
-    with pytest.raises(ValueError, match="torch sees no GPU"):
-        pick_device("cuda")
-    with pytest.raises(ValueError, match="use 'auto', 'cpu' or 'cuda'"):
+    for unusable in ("cuda", "mps"):
+        with pytest.raises(ValueError, match="torch cannot use it here"):
+            pick_device(unusable)
+    with pytest.raises(ValueError, match="use 'auto', 'cpu', 'cuda', 'mps'"):
         pick_device("tpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)      # Apple silicon
+    assert pick_device("auto") == "mps" and pick_device("mps") == "mps"
+    assert device_name("mps") == "Apple GPU (mps)"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)              # an NVIDIA GPU comes first
     assert pick_device("auto") == "cuda" and pick_device("cuda:1") == "cuda:1"
 
 
