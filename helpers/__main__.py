@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .devices import PRECISIONS
 from .fileio import first_line
+from .indexes import INDEX_METRICS
 
 
 def _error(message: str, code: int = 2) -> int:
@@ -350,13 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True,
                    help="features .npy to write; beside it <name>.ids.npy and <name>.json")
     p.add_argument("--force", action="store_true", help="overwrite files at --out that are not features")
-    p.add_argument("--backbone", choices=("auto", "resnet50", "efficientnet_lite0", "random_resnet50"),
-                   help="default: SIMSEARCH_BACKBONE or auto")
+    p.add_argument("--backbone", help="auto, or a backbone registered in helpers.backbones.REGISTRY (an "
+                   "unknown name lists them); default: SIMSEARCH_BACKBONE or auto")
     p.add_argument("--weights", help="a local ResNet50 weights file (default: SIMSEARCH_WEIGHTS)")
     p.add_argument("--batch-size", type=int,
                    help="images per forward pass (default: the device's, chosen by measurement: "
                         "helpers.features.BATCH_SIZE on the CPU, GPU_BATCH_SIZE on a GPU)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16: faster on CPUs with native bfloat16, slightly different features; "
                         "fp16: GPU only")
     p.add_argument("--fast-jpeg", action="store_true",
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically if it exists)")
     p.add_argument("--factory", help="faiss.index_factory string, e.g. 'IVF1024,Flat' or 'HNSW32' (default: "
                                      "Flat under 20,000 vectors, else IVF with nlist = 4*sqrt(N))")
-    p.add_argument("--metric", choices=("cosine", "l2"), default="cosine",
+    p.add_argument("--metric", choices=INDEX_METRICS, default="cosine",
                    help="cosine: L2-normalised vectors, inner product (default); l2: squared Euclidean")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="search parameter saved with the bundle, e.g. nprobe=16 (repeatable)")

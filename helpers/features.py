@@ -53,13 +53,12 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .backbones import Backbone
-from .devices import cpu_cores, device_name, pick_device
+from .devices import check_precision, cpu_cores, device_name, pick_device
 from .fileio import atomic_write, first_line, timestamp
 from .images import MAX_PIXELS, ImageLoadError, open_rgb
 from .indexes import normalize as normalize_rows
 from .manifest import Manifest
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 #: Batch size: 8 was as fast as 16 or faster, 32 slower (2-core CPU, ResNet50 and Lite0).
 BATCH_SIZE = 8
 #: Batch size on a GPU: large enough to keep it busy, small enough that the workers' first
@@ -108,14 +107,6 @@ class FeatureSet:
         return (f"{len(self)} vectors of dimension {self.dim} ({self.meta.get('backbone')}, "
                 f"{self.meta.get('precision')}), {len(self.failures)} images failed; extracted "
                 f"{self.meta.get('created', '')} at {self.images_per_second:.1f} images/s")
-
-
-def _check_precision(precision: str, device: str = "cpu") -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise ValueError("precision 'fp16' is for GPUs; on the CPU use 'bf16' (or 'fp32')")
-    return precision
 
 
 def decode_mode(backbone: Backbone, jpeg_draft: bool, decoder: str = "pil") -> str:
@@ -375,7 +366,7 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
 
     device = pick_device(device)
     on_gpu = device.startswith("cuda")
-    _check_precision(precision, device)
+    check_precision(precision, device)
     decoder, why = pick_decoder(decoder, device, jpeg_draft)
     if why:
         warnings.warn(why, RuntimeWarning, stacklevel=2)
@@ -490,7 +481,7 @@ def load_or_extract(manifest: Manifest, backbone: Backbone, cache_dir: str | Pat
     device = pick_device(kw.get("device", "auto"))
     want = {**backbone.identity(), "manifest_hash": manifest.content_hash(),
             "normalize": kw.get("normalize", False),
-            "precision": _check_precision(kw.get("precision", "fp32"), device),
+            "precision": check_precision(kw.get("precision", "fp32"), device),
             "decode": decode_mode(backbone, kw.get("jpeg_draft", JPEG_DRAFT),
                                   pick_decoder(kw.get("decoder"), device, kw.get("jpeg_draft", JPEG_DRAFT))[0]),
             "device": torch.device(device).type}

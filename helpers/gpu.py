@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .devices import cpu_cores, pick_device
+from .indexes import METRICS
 
 import numpy as np
 
@@ -19,7 +20,6 @@ TORCH_KNN_CHUNK = 262_144
 #: Faiss's GPU search limit with its own kernels, for k and for nprobe alike (Faiss 1.15,
 #: GPU_MAX_SELECTION_K in faiss/gpu/utils/DeviceDefs.cuh; 16,384 when the cuVS backend searches).
 GPU_MAX_K = 2048
-METRICS = ("cosine", "ip", "l2")
 
 
 @dataclass(frozen=True)

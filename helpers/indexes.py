@@ -26,6 +26,11 @@ import faiss
 import numpy as np
 
 MIN_POINTS_PER_CENTROID = 39   # below this many training points per centroid Faiss's k-means warns
+#: The metrics the course names, and the Faiss metric each searches with. cosine: L2-normalise both
+#: sides, then inner product (notebook 03_flat_index); ip: inner product as given; l2: squared L2.
+METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+#: The metrics an index is built and judged with (ground truth, bundles, the CLI's --metric).
+INDEX_METRICS = ("cosine", "l2")
 
 
 class IndexParamError(ValueError):
@@ -76,6 +81,18 @@ def as_ids(ids, n: int) -> np.ndarray:
     if n and (ids.min() < 0 or len(np.unique(ids)) != n):
         raise IndexParamError("ids must be unique and non-negative (use the manifest's ids)")
     return ids
+
+
+def faiss_metric(metric: str, allowed=tuple(METRICS)) -> int:
+    """The Faiss metric for one of the course's metric names (ValueError naming the allowed ones)."""
+    if metric not in allowed:
+        raise ValueError(f"metric {metric!r}: use one of {', '.join(allowed)}")
+    return METRICS[metric]
+
+
+def prepare(x, metric: str, d: int | None = None, name: str = "vectors") -> np.ndarray:
+    """Vectors as an index of `metric` takes them: checked float32, L2-normalised for cosine."""
+    return normalize(as_float32_matrix(x, d, name)) if metric == "cosine" else as_float32_matrix(x, d, name)
 
 
 def metric_of(index: faiss.Index) -> str:
@@ -189,11 +206,9 @@ def build(factory: str, xb, ids=None, metric: str = "cosine") -> faiss.Index:
     """An index built as the notebooks build it: `faiss.index_factory(d, factory, metric)`, trained
     on `xb` with Faiss's BLAS threshold at 0 (PQ's small k-means on BLAS: notebook 05), then filled
     (`add_with_ids` when `ids` are given). cosine: vectors L2-normalised, inner product; l2: as given."""
-    if metric not in ("cosine", "l2"):
-        raise ValueError(f"metric {metric!r}: use 'cosine' or 'l2'")
-    xb = normalize(xb) if metric == "cosine" else as_float32_matrix(xb)
-    index = faiss.index_factory(xb.shape[1], factory,
-                                faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2)
+    kind = faiss_metric(metric, INDEX_METRICS)
+    xb = prepare(xb, metric)
+    index = faiss.index_factory(xb.shape[1], factory, kind)
     with blas_threshold(0):
         index.train(xb)
     if ids is None:
@@ -242,11 +257,8 @@ def search(index: faiss.Index, queries, k: int, manifest=None) -> SearchResult:
     k = _positive_int("k", k)
     if index.ntotal == 0:
         raise IndexParamError("the index is empty: add vectors (build) before searching")
-    queries = as_float32_matrix(queries, index.d, "queries")
     metric = metric_of(index)
-    if metric == "cosine":
-        queries = normalize(queries)
-    scores, ids = index.search(queries, k)
+    scores, ids = index.search(prepare(queries, metric, index.d, "queries"), k)
     paths = None
     if manifest is not None:
         known = set(manifest.ids.tolist())

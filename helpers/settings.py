@@ -5,13 +5,14 @@
 | SIMSEARCH_DATA_DIR   | where sample data, manifests and caches live         | <repo>/data      |
 | SIMSEARCH_DATASET    | `photo_variants`, `fashion_mnist`, or a folder path   | photo_variants   |
 | SIMSEARCH_SCALE      | `quick` (CI, small sizes) or `full` (learners)        | full             |
-| SIMSEARCH_BACKBONE   | `auto`, `resnet50`, `efficientnet_lite0`, `random_resnet50` | auto     |
+| SIMSEARCH_BACKBONE   | `auto` or a name in `helpers.backbones.REGISTRY`     | auto             |
 | SIMSEARCH_WEIGHTS    | a local ResNet50 weights file (optional)             | unset            |
 | SIMSEARCH_HAYSTACK   | `synthetic` distractors or `real` images (helpers.haystack) | synthetic |
 
 A relative path in any of them is read from the project root (the folder holding `helpers/`),
 so a setting means the same folder in Jupyter (which runs in `notebooks/`), on the command line
-and under `make`, whatever the current folder.
+and under `make`, whatever the current folder. The backbone's name is checked where it is loaded,
+against the registry (`helpers.backbones.load_backbone`), so that adding a backbone is one entry.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCALES = ("quick", "full")
 BUILTIN_DATASETS = ("photo_variants", "fashion_mnist")
-BACKBONES = ("auto", "resnet50", "efficientnet_lite0", "random_resnet50")
 HAYSTACKS = ("synthetic", "real")
 
 
@@ -102,7 +102,7 @@ def load_settings(env: dict | None = None) -> Settings:
         data_dir=project_path(data_dir or "data"),
         dataset=env.get("SIMSEARCH_DATASET", "").strip() or "photo_variants",
         scale=_choice(env, "SIMSEARCH_SCALE", "full", SCALES),
-        backbone=_choice(env, "SIMSEARCH_BACKBONE", "auto", BACKBONES),
+        backbone=env.get("SIMSEARCH_BACKBONE", "").strip().lower() or "auto",   # load_backbone checks it
         weights=project_path(weights) if weights else None,
         haystack=_choice(env, "SIMSEARCH_HAYSTACK", "synthetic", HAYSTACKS),
     )

@@ -33,13 +33,12 @@ from .backbones import Backbone
 from .features import FeatureSet, extract
 from .fileio import atomic_write, atomic_write_dir, first_line, sha256_file, timestamp
 from .images import ImageLoadError, probe
-from .indexes import blas_threshold, normalize, suggest_nlist
+from .indexes import INDEX_METRICS, METRICS, blas_threshold, metric_of, prepare, suggest_nlist
 from .manifest import Entry, Manifest, ManifestError
 from .tuning import TuneResult, tune_on_own_vectors
 
 INDEX_FILE, MANIFEST_FILE, META_FILE = "index.faiss", "manifest.csv", "bundle.json"
 FORMAT = 1
-METRICS = {"cosine": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 #: Below this many vectors the default index is exact search (Flat): fast enough, nothing to train.
 FLAT_LIMIT = 20_000
 #: What a bundle records of the backbone (`Backbone.identity()`), checked on load.
@@ -76,8 +75,7 @@ class Bundle:
                               f"vectors: extract them with {self.meta['backbone']['backbone']}, as the bundle was")
         if params:
             set_search_parameters(self.index, params)
-        queries = normalize(queries) if self.meta["metric"] == "cosine" else np.ascontiguousarray(queries, np.float32)
-        return self.index.search(queries, k)
+        return self.index.search(prepare(queries, self.meta["metric"]), k)
 
 
 def set_search_parameters(index: faiss.Index, params: str) -> None:
@@ -116,8 +114,8 @@ def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, 
     `faiss.index_factory(d, factory, metric)`, trained on all vectors (or a random `n_train` of them),
     added in chunks with a progress bar. factory None: `default_factory`, whose search parameters
     apply unless `params` is given."""
-    if metric not in METRICS:
-        raise BundleError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
+    if metric not in INDEX_METRICS:
+        raise BundleError(f"metric {metric!r}: use one of {', '.join(INDEX_METRICS)}")
     if features.meta.get("manifest_hash") != manifest.content_hash():
         raise BundleError("the features were extracted from a different manifest than the one given: "
                           "extract them again with `python -m helpers features MANIFEST`")
@@ -126,7 +124,7 @@ def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, 
     if factory is None:
         factory, default_params = default_factory(len(features))
         params = default_params if params is None else params
-    x = normalize(features.vectors) if metric == "cosine" else features.vectors
+    x = prepare(features.vectors, metric)
     try:
         index = with_id_map(faiss.index_factory(features.dim, factory, METRICS[metric]))
         if not index.is_trained:
@@ -149,7 +147,7 @@ def tune(bundle: Bundle, features: FeatureSet, recall_target: float, *, param: s
          values=None, fixed: str = "") -> TuneResult:
     """Tune the bundle's search parameter for `recall_target` (recall@10) on a sample of its own
     vectors (`tuning.tune_on_own_vectors`), and record the setting found as its search parameters."""
-    x = normalize(features.vectors) if bundle.meta["metric"] == "cosine" else features.vectors
+    x = prepare(features.vectors, bundle.meta["metric"])
     result = tune_on_own_vectors(bundle.index, x, features.ids, recall_target, bundle.meta["metric"],
                                  param=param, values=values, fixed=fixed)
     bundle.meta["search_parameters"] = result.setting or ""
@@ -159,7 +157,7 @@ def tune(bundle: Bundle, features: FeatureSet, recall_target: float, *, param: s
 def metadata(index: faiss.Index, manifest: Manifest, features_meta: dict, factory: str, params: str = "") -> dict:
     """The metadata `save` records for `index` built from features with `features_meta`
     (FeatureSet.meta, which carries Backbone.identity()) over the images of `manifest`."""
-    return {"format": FORMAT, "factory": factory, "metric": _metric_of(index), "dim": index.d,
+    return {"format": FORMAT, "factory": factory, "metric": metric_of(index), "dim": index.d,
             "search_parameters": params, "count": int(index.ntotal),
             "backbone": {k: features_meta.get(k) for k in BACKBONE_KEYS},
             "features": {k: features_meta.get(k) for k in FEATURE_KEYS},
@@ -250,7 +248,7 @@ def load(path: str | Path, *, backbone: Backbone | dict | None = None, metric: s
     except RuntimeError as err:
         raise BundleError(f"{index_path}: Faiss cannot read it ({_faiss_reason(err)}); {REBUILD}") from None
     found = {"vector count": (index.ntotal, meta["count"]), "dimension": (index.d, meta["dim"]),
-             "metric": (_metric_of(index), meta["metric"])}
+             "metric": (metric_of(index), meta["metric"])}
     for what, (got, want) in found.items():
         if got != want:
             raise BundleError(f"{index_path}: its {what} is {got} but bundle.json says {want}; {REBUILD}")
@@ -370,7 +368,7 @@ def update(bundle: Bundle, new_manifest: Manifest, backbone: Backbone, *, progre
             report.rebuilt = f"{_kind(bundle.index)} cannot remove_ids ({_faiss_reason(err)}): rebuilt from its stored vectors"
             _rebuild_without(bundle.index, removed)
     if len(fs):
-        x = normalize(fs.vectors) if bundle.meta["metric"] == "cosine" else fs.vectors
+        x = prepare(fs.vectors, bundle.meta["metric"])
         bundle.index.add_with_ids(x, fs.ids)
     keep = (old.keys() - set(removed)) | set(report.added)
     bundle.manifest = Manifest(new_manifest.root, [e for e in new_manifest if e.id in keep])
@@ -401,10 +399,6 @@ def _to_cpu(index: faiss.Index) -> faiss.Index:
     if hasattr(faiss, "index_gpu_to_cpu") and faiss.get_num_gpus() > 0:
         return faiss.index_gpu_to_cpu(index)
     return index
-
-
-def _metric_of(index: faiss.Index) -> str:
-    return "cosine" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
 
 
 def _kind(index: faiss.Index) -> str:

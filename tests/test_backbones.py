@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from torchvision import models
 
 from helpers.backbones import BackboneError, load_backbone
+from helpers.settings import load_settings
 
 PHOTOS = {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
           for name in ("chelsea", "coffee", "rocket", "astronaut")}
@@ -184,8 +186,33 @@ def test_auto_offline_falls_back_to_lite0_with_a_notice(capsys):
 def test_a_weights_file_only_goes_with_resnet50(weights_file):
     with pytest.raises(BackboneError, match="weights file is for ResNet50"):
         load_backbone("efficientnet_lite0", weights=weights_file)
-    with pytest.raises(BackboneError, match="unknown backbone"):
-        load_backbone("vgg16")
+
+
+def test_an_unknown_backbone_is_refused_with_the_registered_names():
+    with pytest.raises(BackboneError) as err:
+        load_backbone(load_settings({"SIMSEARCH_BACKBONE": " VGG16 "}).backbone)
+    message = str(err.value)
+    assert message.startswith("unknown backbone 'vgg16'") and "\n" not in message
+    assert all(name in message for name in ("auto", "resnet50", "efficientnet_lite0", "random_resnet50"))
+
+
+def test_a_new_backbone_is_one_registry_entry(tmp_path, monkeypatch, capsys):
+    """Registering a loader is all it takes: settings, load_backbone and the CLI then accept it."""
+    from helpers import backbones
+    from helpers.__main__ import main
+    from tests.conftest import write_photo
+    from tests.test_store import tiny_backbone
+
+    monkeypatch.setitem(backbones.REGISTRY, "tiny_cnn", lambda weights, download, verbose: tiny_backbone("tiny_cnn"))
+    assert "tiny_cnn" in backbones.names()
+    assert load_backbone(load_settings({"SIMSEARCH_BACKBONE": "Tiny_CNN"}).backbone, verbose=False).dim == 48
+    for i in range(3):
+        write_photo(tmp_path / "photos" / f"p{i}.png", seed=i)
+    assert main(["manifest", str(tmp_path / "photos"), "--out", str(tmp_path / "m.csv"), "--quiet"]) == 0
+    assert main(["features", str(tmp_path / "m.csv"), "--out", str(tmp_path / "f.npy"), "--backbone", "tiny_cnn",
+                 "--quiet"]) == 0
+    meta = json.loads((tmp_path / "f.json").read_text())
+    assert (meta["backbone"], meta["dim"], meta["count"]) == ("tiny_cnn", 48, 3)
 
 
 def test_lite0_top5_classes_on_bundled_photos(lite0):

@@ -34,7 +34,7 @@ def test_home_and_absolute_paths(tmp_path, monkeypatch):
     assert s.weights == tmp_path / "w.pth"
 
 
-@pytest.mark.parametrize("name, value", [("SIMSEARCH_SCALE", "medium"), ("SIMSEARCH_BACKBONE", "vgg16")])
+@pytest.mark.parametrize("name, value", [("SIMSEARCH_SCALE", "medium"), ("SIMSEARCH_HAYSTACK", "paper")])
 def test_unknown_values_are_refused_by_name(name, value):
     with pytest.raises(SettingsError) as err:
         load_settings({name: value})
