@@ -28,6 +28,7 @@ from PIL import Image
 
 from .backbones import Backbone
 from .evaluate import median_seconds, recall_at_k
+from . import indexes
 from .features import extract
 from .fileio import first_line
 from .images import MAX_PIXELS, open_rgb
@@ -69,29 +70,14 @@ class Shown:
     exact_ids: np.ndarray     # (k,) exact search's top-k
 
 
-def _unwrap(index: faiss.Index) -> faiss.Index:
-    """The index under IDMap, PreTransform and Refine wrappers, downcast to its real class."""
-    index = faiss.downcast_index(index)
-    while True:
-        if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
-            index = faiss.downcast_index(index.index)
-        elif isinstance(index, faiss.IndexRefine):
-            index = faiss.downcast_index(index.base_index)
-        else:
-            return index
-
-
 def search_knob(index: faiss.Index) -> Knob | None:
     """The search-time parameter the app offers for `index`: nprobe (1..nlist) for an IVF index,
     efSearch for HNSW, None for indexes that always scan everything (Flat, PQ). Notebook 10."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        return Knob("nprobe", 1, int(ivf.nlist), int(ivf.nprobe))
-    inner = _unwrap(index)
-    if isinstance(inner, faiss.IndexHNSW):
-        ef = int(inner.hnsw.efSearch)
-        return Knob("efSearch", 1, max(EF_SEARCH_MAX, ef), ef)
-    return None
+    knob = indexes.search_knob(index)
+    if knob is None:
+        return None
+    name, value, top = knob
+    return Knob(name, 1, top or max(EF_SEARCH_MAX, value), value)
 
 
 def embed_upload(content: bytes, backbone: Backbone, name: str = "upload",

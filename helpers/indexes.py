@@ -149,6 +149,23 @@ def layers(index: faiss.Index) -> Iterator[faiss.Index]:
             yield from layers(inner)
 
 
+def innermost(index: faiss.Index, through=(faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)) -> faiss.Index:
+    """The first layer of `index` that is not one of the wrappers `through` (downcast)."""
+    return next(layer for layer in layers(index) if not isinstance(layer, through))
+
+
+def search_knob(index: faiss.Index) -> tuple[str, int, int | None] | None:
+    """The search-time parameter of `index` as `faiss.ParameterSpace` names it, its current value and
+    its largest useful value: ("nprobe", nprobe, nlist) for IVF, ("efSearch", efSearch, None) for
+    HNSW; None for indexes that always scan everything (Flat, PQ). Notebooks 08_tuning, 10_search_explorer."""
+    for layer in layers(index):
+        if isinstance(layer, faiss.IndexIVF):
+            return "nprobe", int(layer.nprobe), int(layer.nlist)
+        if isinstance(layer, faiss.IndexHNSW):
+            return "efSearch", int(layer.hnsw.efSearch), None
+    return None
+
+
 def _transforms(index: faiss.Index) -> list:
     return [faiss.downcast_VectorTransform(layer.chain.at(i))
             for layer in layers(index) if isinstance(layer, faiss.IndexPreTransform)

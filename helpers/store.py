@@ -33,7 +33,7 @@ from .backbones import Backbone
 from .features import FeatureSet, extract
 from .fileio import atomic_write, atomic_write_dir, first_line, sha256_file, timestamp
 from .images import ImageLoadError, probe
-from .indexes import INDEX_METRICS, METRICS, blas_threshold, metric_of, prepare, suggest_nlist
+from .indexes import INDEX_METRICS, METRICS, blas_threshold, innermost, metric_of, prepare, suggest_nlist
 from .manifest import Entry, Manifest, ManifestError
 from .tuning import TuneResult, tune_on_own_vectors
 
@@ -101,9 +101,7 @@ def default_factory(n: int) -> tuple[str, str]:
 def with_id_map(index: faiss.Index) -> faiss.Index:
     """`index` in a `faiss.IndexIDMap` unless it stores ids itself (an id map, or IVF, possibly
     behind pre-transforms): a bundle's index always answers with manifest ids."""
-    inner = faiss.downcast_index(index)
-    while isinstance(inner, faiss.IndexPreTransform):
-        inner = faiss.downcast_index(inner.index)
+    inner = innermost(index, through=faiss.IndexPreTransform)
     return index if isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexIVF)) else faiss.IndexIDMap(index)
 
 
@@ -402,11 +400,8 @@ def _to_cpu(index: faiss.Index) -> faiss.Index:
 
 
 def _kind(index: faiss.Index) -> str:
-    """The index's innermost type, e.g. IndexHNSWFlat, through id maps and pre-transforms."""
-    inner = faiss.downcast_index(index)
-    while isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
-        inner = faiss.downcast_index(inner.index)
-    return type(inner).__name__
+    """The index's type under id maps and pre-transforms, e.g. IndexHNSWFlat."""
+    return type(innermost(index)).__name__
 
 
 def _faiss_reason(err: RuntimeError) -> str:

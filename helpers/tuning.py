@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 
 from .evaluate import ground_truth, median_seconds, recall_at_k, recalls_at_k
-from .indexes import METRICS, layers, suggest_nlist
+from .indexes import METRICS, search_knob, suggest_nlist
 
 POINTS_PER_CENTROID = (39, 256)   # k-means: Faiss warns below 39 points a centroid and samples above 256
 SMALL_N = 10_000                  # below this exact search is cheap enough (and PQ8 cannot train: 256 x 39 = 9,984)
@@ -270,13 +270,13 @@ class TuneResult:
 
 
 def default_space(index: faiss.Index) -> tuple[str | None, tuple[int, ...]]:
-    """The search parameter of `index` and its range: nprobe for IVF (up to nlist), efSearch for HNSW."""
-    for layer in layers(index):
-        if isinstance(layer, faiss.IndexIVF):
-            return "nprobe", tuple(p for p in NPROBES if p <= layer.nlist)
-        if isinstance(layer, faiss.IndexHNSW):
-            return "efSearch", EF_SEARCH
-    return None, ()
+    """The search parameter of `index` (`indexes.search_knob`) and the values to try: NPROBES up to
+    nlist for IVF, EF_SEARCH for HNSW; (None, ()) when it has none."""
+    knob = search_knob(index)
+    if knob is None:
+        return None, ()
+    name, _, top = knob
+    return name, tuple(v for v in (NPROBES if name == "nprobe" else EF_SEARCH) if top is None or v <= top)
 
 
 def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | None = None,
