@@ -72,23 +72,16 @@ def pq_m(d: int) -> int:
     return max(x for x in range(1, min(64, max(1, d // 4)) + 1) if d % x == 0)
 
 
-def metric_for(key: str) -> int:
-    """METRIC_INNER_PRODUCT (cosine on unit vectors), or METRIC_L2 behind a PCA (see the docstring)."""
-    return faiss.METRIC_L2 if "PCA" in key else faiss.METRIC_INNER_PRODUCT
+def metric_for(key: str) -> str:
+    """cosine (inner product on unit vectors), or l2 behind a PCA (see the docstring)."""
+    return "l2" if "PCA" in key else "cosine"
 
 
 def build(key: str, xb, ids, train_x, ef_construction: int | None = None) -> tuple[faiss.Index, float, float]:
-    """`faiss.index_factory(d, key, metric_for(key))`, trained on `train_x` and filled with
-    `add_with_ids`; returns the index and its train and add seconds."""
-    index = faiss.index_factory(xb.shape[1], key, metric_for(key))
-    if ef_construction is not None:   # not a search parameter: set on the HNSW layer before adding
-        next(layer for layer in ix.layers(index) if isinstance(layer, faiss.IndexHNSW)).hnsw.efConstruction = \
-            ef_construction
-    with ix.blas_threshold(0), evaluate.Timer() as train:   # PQ's small k-means on BLAS (notebook 05)
-        index.train(train_x)
-    with evaluate.Timer() as add:
-        index.add_with_ids(xb, ids)
-    return index, train.seconds, add.seconds
+    """`helpers.indexes.build` of `key` with `metric_for(key)`: the index and its train and add seconds."""
+    times = {}
+    index = ix.build(key, xb, ids, metric_for(key), train=train_x, ef_construction=ef_construction, times=times)
+    return index, times["train s"], times["add s"]
 
 
 def hnswlib_sweep(xb, ids, queries, truth, M, ef_construction, efs, k, repeats, threads) -> tuple[Table, dict]:

@@ -219,19 +219,48 @@ def blas_threshold(value: int = 0) -> Iterator[None]:
 
 # ---------------------------------------------------------------- training, adding, searching
 
-def build(factory: str, xb, ids=None, metric: str = "cosine") -> faiss.Index:
-    """An index built as the notebooks build it: `faiss.index_factory(d, factory, metric)`, trained
-    on `xb` with Faiss's BLAS threshold at 0 (PQ's small k-means on BLAS: notebook 05), then filled
-    (`add_with_ids` when `ids` are given). cosine: vectors L2-normalised, inner product; l2: as given."""
+def with_ids(index: faiss.Index) -> faiss.Index:
+    """`index` in a `faiss.IndexIDMap` unless it stores ids itself (an id map, or IVF, possibly
+    behind pre-transforms), so that `add_with_ids` works on it."""
+    kinds = (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexIVF)
+    return index if isinstance(innermost(index, through=faiss.IndexPreTransform), kinds) else faiss.IndexIDMap(index)
+
+
+def build(factory: str, xb, ids=None, metric: str = "cosine", *, train=None, n_train: int | None = None,
+          seed: int = 0, ef_construction: int | None = None, chunk: int | None = None, progress: bool = False,
+          times: dict | None = None) -> faiss.Index:
+    """An index built as the notebooks build it (the one place outside a notebook's own cells):
+    `faiss.index_factory(d, factory, metric)` (in an `IndexIDMap` when `ids` are given and it keeps
+    none: `with_ids`); HNSW's `ef_construction` set before adding; trained, when it needs it, on
+    `train` (default `xb`) or a random `n_train` of those rows (`seed`), with Faiss's BLAS threshold at 0
+    (PQ's small k-means on BLAS: notebook 05_product_quantization); then filled, in chunks of
+    `chunk` rows with a progress bar when asked. cosine: vectors L2-normalised, inner product; l2:
+    as given. `times`, a dict, receives "train s" and "add s"."""
+    from time import perf_counter
+
+    from tqdm.auto import tqdm
+
     kind = faiss_metric(metric, INDEX_METRICS)
     xb = prepare(xb, metric)
     index = faiss.index_factory(xb.shape[1], factory, kind)
-    with blas_threshold(0):
-        index.train(xb)
-    if ids is None:
-        index.add(xb)
-    else:
-        index.add_with_ids(xb, as_ids(ids, len(xb)))
+    if ids is not None:
+        index, ids = with_ids(index), as_ids(ids, len(xb))
+    if ef_construction is not None:
+        next(layer for layer in layers(index) if isinstance(layer, faiss.IndexHNSW)).hnsw.efConstruction = ef_construction
+    start = perf_counter()
+    if not index.is_trained:
+        sample = xb if train is None else prepare(train, metric, xb.shape[1], "training vectors")
+        with blas_threshold(0):
+            index.train(training_sample(sample, n_train, seed) if n_train else sample)
+    added = perf_counter()
+    step = chunk or len(xb)
+    for first in tqdm(range(0, len(xb), step), desc=f"adding to {factory}", unit="chunk", disable=not progress):
+        if ids is None:
+            index.add(xb[first:first + step])
+        else:
+            index.add_with_ids(xb[first:first + step], ids[first:first + step])
+    if times is not None:
+        times.update({"train s": added - start, "add s": perf_counter() - added})
     return index
 
 

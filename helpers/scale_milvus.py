@@ -78,8 +78,8 @@ def create_index(client, name: str, index_type: str, params: dict, metric: str =
 
 
 def search(client, name: str, queries, k: int, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of each query as Faiss returns them: (ids (nq, k) int64, scores (nq, k) float32),
-    -1 / -inf where fewer than k were found. `params`: search parameters (nprobe, ef)."""
+    """Top-k of each query in Faiss's order: (scores (nq, k) float32, ids (nq, k) int64),
+    -inf / -1 where fewer than k were found. `params`: search parameters (nprobe, ef)."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     hits = client.search(name, data=list(queries), limit=k, search_params={"params": params})
     ids = np.full((len(queries), k), -1, dtype=np.int64)
@@ -87,4 +87,4 @@ def search(client, name: str, queries, k: int, params: dict) -> tuple[np.ndarray
     for row, found in enumerate(hits):
         ids[row, :len(found)] = [h["id"] for h in found]
         scores[row, :len(found)] = [h["distance"] for h in found]
-    return ids, scores
+    return scores, ids

@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .backbones import Backbone
-from .features import BATCH_SIZE, FeatureError, FeatureSet, decode_mode, extract
-from .fileio import atomic_write
+from .features import BATCH_SIZE, FeatureError, FeatureSet, decode_mode, extract, metadata
+from .fileio import atomic_write, first_line
 from .manifest import Entry, Manifest
 
 META_NAME = "features.json"
@@ -66,7 +66,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, attempts:
             ray.shutdown()
             _end(_children() - before)   # what the failed start left running (GCS, monitors, agents)
             if attempt == attempts:
-                raise RayStartError(f"Ray did not start after {attempts} tries: {str(err).splitlines()[0]}") from None
+                raise RayStartError(f"Ray did not start after {attempts} tries: {first_line(err)}") from None
 
 
 def _children() -> set:
@@ -136,17 +136,16 @@ def extract_ray(manifest: Manifest, backbone: Backbone, out_dir: str | Path, *, 
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // ray_batch)))
     # num_cpus is what Ray reserves when scheduling; the actor's torch threads are set apart, so
     # one actor can use every core while Ray's Parquet-writing tasks still find a free CPU
-    ds = ds.map_batches(Embedder, batch_size=ray_batch, concurrency=concurrency, num_cpus=1,
-                        batch_format="numpy",
+    ds = ds.map_batches(Embedder, batch_size=ray_batch, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                        num_cpus=1, batch_format="numpy",
                         fn_constructor_kwargs={"root": str(manifest.root), "backbone": backbone,
                                                "threads": threads, "extract_kw": kw})
     try:
         ds.write_parquet(str(tmp))
         rate = len(manifest) / (time.perf_counter() - start)
-        meta = {**backbone.identity(), "manifest_hash": manifest.content_hash(), "normalize": normalize,
-                "precision": precision, "decode": decode_mode(backbone, jpeg_draft), "batch_size": batch_size,
-                "engine": f"ray data {ray.__version__}", "concurrency": concurrency, "threads": threads,
-                "images_per_second": round(rate, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        meta = metadata(backbone, manifest, normalize=normalize, precision=precision,
+                        decode=decode_mode(backbone, jpeg_draft), rate=rate, batch_size=batch_size,
+                        engine=f"ray data {ray.__version__}", concurrency=concurrency, threads=threads)
         atomic_write(tmp / META_NAME, json.dumps(meta, indent=1))
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp, out_dir)

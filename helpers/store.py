@@ -27,13 +27,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from tqdm.auto import tqdm
 
+from . import indexes
 from .backbones import Backbone
 from .features import FeatureSet, extract
 from .fileio import atomic_write, atomic_write_dir, first_line, sha256_file, timestamp
 from .images import ImageLoadError, probe
-from .indexes import INDEX_METRICS, METRICS, blas_threshold, innermost, metric_of, prepare, suggest_nlist
+from .indexes import INDEX_METRICS, innermost, metric_of, prepare, suggest_nlist
 from .manifest import Entry, Manifest, ManifestError
 from .tuning import TuneResult, tune_on_own_vectors
 
@@ -98,13 +98,6 @@ def default_factory(n: int) -> tuple[str, str]:
     return f"IVF{nlist},Flat", f"nprobe={min(32, nlist)}"
 
 
-def with_id_map(index: faiss.Index) -> faiss.Index:
-    """`index` in a `faiss.IndexIDMap` unless it stores ids itself (an id map, or IVF, possibly
-    behind pre-transforms): a bundle's index always answers with manifest ids."""
-    inner = innermost(index, through=faiss.IndexPreTransform)
-    return index if isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexIVF)) else faiss.IndexIDMap(index)
-
-
 def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, metric: str = "cosine",
           params: str | None = None, *, n_train: int | None = None, progress: bool = True,
           chunk: int = 10_000) -> Bundle:
@@ -122,17 +115,11 @@ def build(manifest: Manifest, features: FeatureSet, factory: str | None = None, 
     if factory is None:
         factory, default_params = default_factory(len(features))
         params = default_params if params is None else params
-    x = prepare(features.vectors, metric)
     try:
-        index = with_id_map(faiss.index_factory(features.dim, factory, METRICS[metric]))
-        if not index.is_trained:
-            sample = np.random.default_rng(0).choice(len(x), n_train, replace=False) if n_train and n_train < len(x) else None
-            with blas_threshold(0):   # PQ's k-means on short sub-vectors too (indexes.blas_threshold)
-                index.train(x if sample is None else x[np.sort(sample)])
-        for start in tqdm(range(0, len(x), chunk), desc=f"adding to {factory}", unit="chunk", disable=not progress):
-            index.add_with_ids(x[start:start + chunk], features.ids[start:start + chunk])
+        index = indexes.build(factory, features.vectors, features.ids, metric, n_train=n_train, chunk=chunk,
+                              progress=progress)
     except RuntimeError as err:
-        raise BundleError(f"Faiss cannot build {factory!r} on {len(x)} vectors of dimension {features.dim} "
+        raise BundleError(f"Faiss cannot build {factory!r} on {len(features)} vectors of dimension {features.dim} "
                           f"({_faiss_reason(err)}): check the factory string and the training set size") from None
     if params:
         set_search_parameters(index, params)

@@ -158,14 +158,14 @@ def test_milvus_lite_round_trip(tmp_path):
         assert insert(client, "images", ids, x, [f"img/{i}.jpg" for i in ids], batch=250) == 600
         create_index(client, "images", "IVF_FLAT", {"nlist": 8})
         assert client.describe_index("images", "vector")["index_type"] == "IVF_FLAT"
-        found, scores = search(client, "images", x[:20], 5, {"nprobe": 8})
+        scores, found = search(client, "images", x[:20], 5, {"nprobe": 8})
         exact = faiss.IndexFlatIP(16)
         exact.add(x)
         truth_scores, truth = exact.search(x[:20], 5)
         assert np.array_equal(found, ids[truth]) and np.allclose(scores, truth_scores, atol=1e-5)
         assert client.get("images", ids=[int(ids[3])], output_fields=["path"])[0]["path"] == f"img/{ids[3]}.jpg"
         client.delete("images", ids=[int(i) for i in ids[:10]])
-        after, _ = search(client, "images", x[:10], 5, {"nprobe": 8})
+        _, after = search(client, "images", x[:10], 5, {"nprobe": 8})
         assert not np.isin(after, ids[:10]).any() and (after >= 0).all()
     finally:
         client.close()

@@ -16,6 +16,7 @@ import pytest
 from torch import nn
 from torchvision import transforms as T
 
+from helpers import indexes as ix
 from helpers import store
 from helpers.backbones import Backbone
 from helpers.features import extract
@@ -54,7 +55,7 @@ def make_bundle(folder: Path, factory: str, out: Path, backbone: Backbone | None
     backbone = backbone or tiny_backbone()
     manifest = scan(folder, progress=False).manifest
     fs = extract(manifest, backbone, progress=False)
-    index = store.with_id_map(faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT))
+    index = ix.with_ids(faiss.index_factory(D, factory, faiss.METRIC_INNER_PRODUCT))
     index.train(TRAIN)
     x = fs.vectors.copy()
     faiss.normalize_L2(x)
