@@ -42,7 +42,7 @@ from _goal import goal  # noqa: E402  (benchmarks/ is on the path: this script's
 from bench_features import write_jpegs  # noqa: E402
 from helpers.backbones import load_backbone  # noqa: E402
 from helpers.evaluate import median_seconds, recall_at_k  # noqa: E402
-from helpers import features  # noqa: E402
+from helpers import decoding, features  # noqa: E402
 from helpers.features import extract  # noqa: E402
 from helpers.devices import cpu_cores  # noqa: E402
 from helpers.gpu import gpu_status, torch_knn  # noqa: E402
@@ -181,8 +181,8 @@ def extraction_goals(args, manifest: Manifest, device: str) -> None:
     precisions = ["fp32", "fp16", "bf16"] if device.startswith("cuda") else ["fp32", "bf16"]
     n = len(manifest)
     warm = Manifest(manifest.root, list(manifest)[: min(n, 256)])
-    nvjpeg_problem = features.decoder_problem("nvjpeg", device)
-    decoders = [d for d in features.DECODERS if d != "nvjpeg" or not nvjpeg_problem]
+    nvjpeg_problem = decoding.decoder_problem("nvjpeg", device)
+    decoders = [d for d in decoding.DECODERS if d != "nvjpeg" or not nvjpeg_problem]
     for d in decoders:   # warm-up: kernels, workers, file cache, the decoder
         extract(warm, bb, device=device, decoder=d, progress=False)
     rows = {}   # (label, precision) -> (rate, unit vectors, meta)
@@ -216,7 +216,7 @@ def extraction_goals(args, manifest: Manifest, device: str) -> None:
     for (label, p), (rate, vectors, meta) in rows.items():
         what = {"previous": f"pil, torch's {torch.get_num_threads()} threads in each worker (before)",
                 "pil": "pil, 1 torch thread a worker"}.get(label, label)
-        if label == features.GPU_DECODER:
+        if label == decoding.GPU_DECODER:
             what += " (the GPU default)"
         if meta["decoder"] != label.replace("previous", "pil"):
             what += f" [fell back to {meta['decoder']}: see the warning]"
@@ -230,7 +230,7 @@ def extraction_goals(args, manifest: Manifest, device: str) -> None:
           f"{len(few)} images", flush=True)
     name = "extraction_gpu_fp32_end_to_end_vs_forward"
     goal(f"{name}_previous", rows["previous", "fp32"][0] / forward["fp32"], GOAL_END_TO_END)
-    default = rows.get((features.GPU_DECODER, "fp32"), rows["pil", "fp32"])[0]
+    default = rows.get((decoding.GPU_DECODER, "fp32"), rows["pil", "fp32"])[0]
     goal(name, default / forward["fp32"], GOAL_END_TO_END)
     if ("nvjpeg", "fp32") in rows:
         goal(f"{name}_nvjpeg", rows["nvjpeg", "fp32"][0] / forward["fp32"], GOAL_END_TO_END)

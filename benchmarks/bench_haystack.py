@@ -18,7 +18,7 @@ Goal lines (benchmarks/_goal.py), for today's model on each set: the largest rec
 between A and B over all settings <= 0.05; B's directions for 90% within 0.67-1.5x of A's; the
 compressed indexes ranked by recall the same on A and B. The earlier model's figures are printed
 beside them as `reported:` lines. Features are extracted once and cached in build/bench_haystack/;
-the figures go to build/bench_haystack/results.json, which notebook 03 reads.
+the figures go to build/bench_haystack/results.json, which notebook 03_flat_index reads.
 
     make haystack-data                                        # the two Debian packages (as root)
     python benchmarks/bench_haystack.py                       # both sets, N = 10,000, 200 queries

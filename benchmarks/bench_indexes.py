@@ -13,7 +13,7 @@ example the Fashion-MNIST features benchmarks/bench_haystack.py caches.
 Queries are real features held out of the database; ground truth is exact search
 (`helpers.evaluate.ground_truth`). Every index is built as the notebooks build it: a
 `faiss.index_factory` string (PQ with `np`: no polysemous training, which these searches never
-use), `train` with Faiss's BLAS threshold at 0 (notebook 05), `add_with_ids`. Indexes with a PCA step are built
+use), `train` with Faiss's BLAS threshold at 0 (notebook 05_product_quantization), `add_with_ids`. Indexes with a PCA step are built
 with METRIC_L2 instead: PCA subtracts the vectors' mean, which changes inner products (and the
 ranking: non-negative CNN features have a large mean) but not L2 distances, and on unit vectors
 L2 ranks exactly as cosine. Search parameters are set with
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         return row
 
-    with ix.blas_threshold(0):    # Flat at its best, whatever the batch (see notebook 03)
+    with ix.blas_threshold(0):    # Flat at its best, whatever the batch (see notebook 03_flat_index)
         flat_row = run("IDMap,Flat")
     flat_qps, flat_mb = flat_row["QPS"], flat_row["memory MB"]
 

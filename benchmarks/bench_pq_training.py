@@ -9,8 +9,8 @@ their training times is the goal line.
 
 PQ trains a k-means on each sub-vector, of d/m dimensions; faiss 1.15.1 computes its distances
 pair by pair unless points x dimensions reach `distance_compute_blas_threshold` (128,000), so
-OPQ64_128 (notebook 05's quick scale: 2-d sub-vectors, 10,000 points) trains far slower than with
-BLAS forced (`helpers.indexes.blas_threshold(0)`, as notebook 05 and `helpers.store.build`
+OPQ64_128 (notebook 05_product_quantization's quick scale: 2-d sub-vectors, 10,000 points) trains far slower than with
+BLAS forced (`helpers.indexes.blas_threshold(0)`, as notebook 05_product_quantization and `helpers.store.build`
 train). The OPQ matrix alone is trained both ways, alternating, `--repeats` times; the ratio of
 the medians is the second goal line.
 

@@ -1,4 +1,4 @@
-"""Past one machine, measured in one run (notebook 11): Ray Data's overhead, Milvus Lite beside Faiss.
+"""Past one machine, measured in one run (notebook 11_scaling_out): Ray Data's overhead, Milvus Lite beside Faiss.
 
 1. Extraction: `helpers.features.extract` and `helpers.scale_ray.extract_ray` (one actor with
    all cores' threads) on the same JPEGs (bench_features.py's generator: 640x480 crops of bundled

@@ -335,7 +335,8 @@ def _run(args: argparse.Namespace) -> int:
         return _error(str(err))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command a stage, each calling its function (the argument table)."""
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show-failed", type=int, default=20, metavar="N", help="list up to N failed images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="ray: a Ray Data pipeline writing Parquet shards into the folder --out (notebook 11)")
+                   help="ray: a Ray Data pipeline writing Parquet shards into the folder --out (notebook 11_scaling_out)")
     p.add_argument("--address", help="with --engine ray: a Ray cluster to join (default: RAY_ADDRESS or local)")
     p.add_argument("--concurrency", type=int, default=1, help="with --engine ray: actors, one model each")
     p.set_defaults(func=_features)
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="search parameter saved with the bundle, e.g. nprobe=16 (repeatable)")
     p.add_argument("--budget", metavar="SIZE",
-                   help="memory budget, e.g. 200MB: the index is chosen by helpers.tuning.recommend (notebook 08)")
+                   help="memory budget, e.g. 200MB: the index is chosen by helpers.tuning.recommend (notebook 08_tuning)")
     p.add_argument("--recall", type=float, metavar="TARGET",
                    help="recall@10 target, e.g. 0.95: the search parameter is tuned to the cheapest setting "
                         "that reaches it, with a margin of one standard error, on a sample of the collection's "
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show-failed", type=int, default=20, metavar="N", help="list up to N failed images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_update)
-    p = sub.add_parser("milvus-index", help="load features into a Milvus collection and index them (notebook 11)")
+    p = sub.add_parser("milvus-index", help="load features into a Milvus collection and index them (notebook 11_scaling_out)")
     p.add_argument("features", help="a features .npy, or a folder of Parquet shards from --engine ray")
     p.add_argument("--uri", required=True, help="a local .db file (Milvus Lite) or http://host:19530 (a server)")
     p.add_argument("--collection", default="images", help="collection name (replaced if it exists)")
@@ -425,7 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="execute every notebook headless into build/notebooks and summarise")
     p.set_defaults(func=_run)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     return args.func(args)
 
 

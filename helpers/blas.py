@@ -3,9 +3,9 @@
 faiss-cpu's Linux wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1), which picks its
 kernels from the CPU's model number when it loads and falls back to its oldest x86-64 kernels,
 "Prescott" (SSE3), for a model it does not know: CPUs newer than it, and virtual machines that
-hide the model. On the course's 2-core build machine (AVX-512, model hidden) that made exact
-search about 5x and k-means about 4x slower than the same library with the right kernels
-(`benchmarks/bench_blas.py` measures it side by side). OpenBLAS reads the environment variable
+hide the model: exact search and k-means then run several times slower than the same library
+with the right kernels (`benchmarks/bench_blas.py` measures it side by side; the README has the
+figures). OpenBLAS reads the environment variable
 OPENBLAS_CORETYPE when it loads, so the choice has to be made before `import faiss`:
 
 - `choose_kernels()` sets OPENBLAS_CORETYPE from the CPU's instruction sets (SkylakeX for

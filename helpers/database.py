@@ -1,4 +1,4 @@
-"""The course database that notebooks 03 onwards search: real features, distractors, held-out queries."""
+"""The course database that notebooks 03_flat_index onwards search: real features, distractors, held-out queries."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from .indexes import SearchResult, blas_threshold, normalize, search
 
 
 class CourseDatabase:
-    """The database notebooks 03-11 search: real features plus a haystack, real queries, all
-    L2-normalised, because the course's metric is cosine similarity (notebook 03 measures why):
+    """The database notebooks 03_flat_index to 11_scaling_out search: real features plus a haystack, real queries, all
+    L2-normalised, because the course's metric is cosine similarity (notebook 03_flat_index measures why):
     search them with inner product (`faiss.IndexFlatIP`, `faiss.METRIC_INNER_PRODUCT`).
 
     Real images keep their manifest ids; distractors get ids from DISTRACTOR_ID_START upwards
     (helpers.distractors), which no manifest uses, and carry no label. Queries are real images (the first
     `sizes.n_queries` of every other image) held out of the database, so a query never finds
     itself; the other variants of its photo are in the database. The queries are split at random into
-    two halves (notebook 08 writes the split out): settings are chosen on `tune_queries` and reported
+    two halves (notebook 08_tuning writes the split out): settings are chosen on `tune_queries` and reported
     on `test_queries`, because a setting chosen on some queries flatters its recall on them. Distractors are drawn to match the
     normalised real features and are unit vectors too. The exact Flat index, its ground truth and its
     speed are computed once and reused by every measurement in a notebook.

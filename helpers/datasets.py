@@ -324,7 +324,7 @@ MESSY_MARKER = ".made_by_helpers"
 
 
 def build_messy_folder(folder: str | Path, manifest, limit: int = 24) -> dict[str, str]:
-    """A small folder that shows how a scan copes with a messy collection (notebook 01): at most
+    """A small folder that shows how a scan copes with a messy collection (notebook 01_data_manifest): at most
     `limit` photos copied from `manifest` (never the whole of a user's folder), the awkward files
     of `write_problem_files` under `odd_files/`, a dangling symlink and hidden files.
 

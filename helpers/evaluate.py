@@ -32,7 +32,7 @@ from .presentation import Table
 def ground_truth(xb, ids, queries, k: int, metric: str = "cosine") -> SearchResult:
     """The exact top-k of each query among `xb` (stored under `ids`), by a Flat index:
     inner product on L2-normalised vectors for "cosine" (the course's metric), squared L2 for "l2".
-    Taught in notebook 03; `CourseDatabase.ground_truth` keeps it for notebooks 04-11."""
+    Taught in notebook 03_flat_index; `CourseDatabase.ground_truth` keeps it for notebooks 04_ivf to 11_scaling_out."""
     kind = faiss_metric(metric, INDEX_METRICS)
     xb = prepare(xb, metric, name="database vectors")
     index = faiss.IndexIDMap(faiss.IndexFlat(xb.shape[1], kind))
@@ -42,7 +42,7 @@ def ground_truth(xb, ids, queries, k: int, metric: str = "cosine") -> SearchResu
 
 class Timer:
     """`with Timer() as t: index.train(x)`, then `t.seconds`: the block's wall-clock seconds
-    (notebooks 04-06 time training and adding this way)."""
+    (notebooks 04_ivf to 06_hnsw time training and adding this way)."""
 
     seconds: float = float("nan")
 
@@ -63,7 +63,7 @@ def _ids(result) -> np.ndarray:
 
 def recall_at_k(found, truth, k: int) -> float:
     """recall@k: the share of the true top-k found in the returned top-k, averaged over queries
-    (computed by hand in notebook 03, then used by every index notebook).
+    (computed by hand in notebook 03_flat_index, then used by every index notebook).
 
     `found` and `truth` are SearchResults or (nq, >=k) id arrays; -1 (no result) never matches.
     """
@@ -81,14 +81,14 @@ def recalls_at_k(found, truth, k: int) -> np.ndarray:
 
 
 def one_recall_at_1(found, truth) -> float:
-    """1-recall@1: the share of queries whose true nearest neighbour is ranked first (notebooks 04-06)."""
+    """1-recall@1: the share of queries whose true nearest neighbour is ranked first (notebooks 04_ivf to 06_hnsw)."""
     found, truth = _ids(found), _ids(truth)
     return float(np.mean(found[:, 0] == truth[:, 0]))
 
 
 def precision_at_k(found, query_labels: Iterable[str], labels: Mapping[int, str], k: int,
                    query_ids: Iterable[int] | None = None) -> float:
-    """precision@k by label: the share of the top-k neighbours whose label is the query's (notebooks 02, 03).
+    """precision@k by label: the share of the top-k neighbours whose label is the query's (notebooks 02_features, 03_flat_index).
 
     labels maps database id -> label (ids missing from it, such as distractors, never match).
     With `query_ids` (queries that are in the database), each query's own id is dropped from its
@@ -109,7 +109,7 @@ def precision_at_k(found, query_labels: Iterable[str], labels: Mapping[int, str]
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
-    """The median wall-clock seconds of `repeats` calls of `fn` (used by `qps`, notebooks 03-11)."""
+    """The median wall-clock seconds of `repeats` calls of `fn` (used by `qps`, notebooks 03_flat_index to 11_scaling_out)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -121,7 +121,7 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
 def qps(index: faiss.Index, queries, k: int, repeats: int = 3, one_at_a_time: bool = False) -> float:
     """Queries per second: the median over `repeats` of searching all queries as one batch,
     or one query per call with `one_at_a_time` (pass fewer queries: each is a separate call).
-    Notebook 03 teaches why a batch is faster."""
+    Notebook 03_flat_index teaches why a batch is faster."""
     queries = prepare(queries, metric_of(index), index.d, "queries")
     if one_at_a_time:
         rows = [q[None, :] for q in queries]
@@ -133,7 +133,7 @@ def qps(index: faiss.Index, queries, k: int, repeats: int = 3, one_at_a_time: bo
 
 def memory_bytes(index: faiss.Index) -> int:
     """The serialized size of the index in bytes: its vectors or codes, ids, and trained parts
-    (notebooks 03-06 compare it with the formula for each index type)."""
+    (notebooks 03_flat_index to 06_hnsw compare it with the formula for each index type)."""
     return int(faiss.serialize_index(index).nbytes)
 
 
@@ -143,7 +143,7 @@ def measure(name: str, index: faiss.Index, queries, truth, k: int = 10, *, param
     """One table row for an index: recall@k, 1-recall@1, QPS (batch and one at a time), memory,
     and the train/add seconds given. `params` ("nprobe=16", "efSearch=32,k_factor_rf=4") are set
     first with `faiss.ParameterSpace().set_index_parameters`. One row of the comparison table
-    that notebooks 03-06 build."""
+    that notebooks 03_flat_index to 06_hnsw build."""
     queries = as_float32_matrix(queries, index.d, "queries")
     if params:
         faiss.ParameterSpace().set_index_parameters(index, params)
@@ -164,7 +164,7 @@ def measure(name: str, index: faiss.Index, queries, truth, k: int = 10, *, param
 def sweep(name: str, index: faiss.Index, queries, truth, param: str, values: Iterable, k: int = 10, *,
           repeats: int = 3) -> Table:
     """recall@k and batch QPS for each value of one search parameter (nprobe, efSearch,
-    k_factor_rf), each set with `faiss.ParameterSpace().set_index_parameters` (notebooks 04-06, 08)."""
+    k_factor_rf), each set with `faiss.ParameterSpace().set_index_parameters` (notebooks 04_ivf to 06_hnsw, 08_tuning)."""
     rows = []
     for value in values:
         faiss.ParameterSpace().set_index_parameters(index, f"{param}={value}")

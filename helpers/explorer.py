@@ -1,4 +1,4 @@
-"""The search explorer of notebook 10: an ipywidgets app to query the course's indexes by hand.
+"""The search explorer of notebook 10_search_explorer: an ipywidgets app to query the course's indexes by hand.
 
 Pick a query (a held-out sample image from the gallery, or your own photo uploaded), an index,
 k, and the index's search knob (nprobe for IVF, efSearch for HNSW); the app searches one query
@@ -14,6 +14,7 @@ widget values, read what it renders.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import tempfile
@@ -58,7 +59,7 @@ class Knob:
 
 @dataclass(frozen=True)
 class Shown:
-    """What the app shows after a search (tests and notebook 10's checks read it)."""
+    """What the app shows after a search (tests and notebook 10_search_explorer's checks read it)."""
 
     index: str
     k: int
@@ -72,7 +73,7 @@ class Shown:
 
 def search_knob(index: faiss.Index) -> Knob | None:
     """The search-time parameter the app offers for `index`: nprobe (1..nlist) for an IVF index,
-    efSearch for HNSW, None for indexes that always scan everything (Flat, PQ). Notebook 10."""
+    efSearch for HNSW, None for indexes that always scan everything (Flat, PQ). Notebook 10_search_explorer."""
     knob = indexes.search_knob(index)
     if knob is None:
         return None
@@ -134,8 +135,9 @@ def _set_range(slider: widgets.IntSlider, low: int, high: int, value: int) -> No
         slider.min, slider.max, slider.value = low, high, value
 
 
-class SearchExplorer:
-    """Notebook 10's app. Display it in a notebook cell (`app`), or read `app.widget`.
+class ExplorerModel:
+    """What the explorer searches and shows, without a widget: the indexes, the gallery of queries,
+    the current query, and `search`, which fills `shown`. Tests drive it directly.
 
     indexes: name -> faiss index over the database's L2-normalised vectors (inner product).
     exact: exact search over the same vectors (e.g. `IndexIDMap(IndexFlatIP(d))`): recall's reference.
@@ -146,7 +148,7 @@ class SearchExplorer:
 
     def __init__(self, indexes: Mapping[str, faiss.Index], exact: faiss.Index, manifest: Manifest,
                  queries: np.ndarray, query_ids: Sequence[int], backbone: Backbone | None = None, *,
-                 gallery_size: int = 12, k: int = 8, max_k: int = 20):
+                 gallery_size: int = 12):
         if not indexes:
             raise ValueError("the explorer needs at least one index")
         if len(queries) != len(query_ids) or len(queries) == 0:
@@ -157,44 +159,107 @@ class SearchExplorer:
         self.manifests: dict[str, Manifest] = {}   # an added index's own manifest, when it has one
         self.backbone = backbone
         self.shown: Shown | None = None
-        self._thumbs: dict[tuple[Path, int], bytes] = {}
-        self._busy = False
-        self._query: np.ndarray | None = None
-
+        self.query: np.ndarray | None = None
         self.gallery_ids = self._pick_gallery(np.asarray(query_ids), gallery_size)
         rows = {int(q): i for i, q in enumerate(query_ids)}
         self.gallery_vectors = np.ascontiguousarray(queries[[rows[q] for q in self.gallery_ids]], dtype=np.float32)
         faiss.normalize_L2(self.gallery_vectors)
 
-        self.gallery_buttons = [widgets.Button(description=manifest.entry(q).label, tooltip=f"query id {q}",
-                                               layout=widgets.Layout(width=f"{THUMB + 8}px"))
-                                for q in self.gallery_ids]
-        for i, button in enumerate(self.gallery_buttons):
-            button.on_click(lambda _, i=i: self.select(i))
-        self.gallery = widgets.Box(
-            [widgets.VBox([widgets.Image(value=self._thumb(q), format="jpeg", width=THUMB), b],
-                          layout=widgets.Layout(align_items="center", margin="2px"))
-             for q, b in zip(self.gallery_ids, self.gallery_buttons)],
-            layout=widgets.Layout(flex_flow="row wrap"))
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Your photo",
-                                         disabled=backbone is None)
-        self.upload.observe(self._on_upload, names="value")
-        self.message = widgets.HTML("")
-        self.index_picker = widgets.Dropdown(options=list(self.indexes), description="index")
-        self.k = widgets.IntSlider(value=min(k, max_k), min=1, max=min(max_k, exact.ntotal), description="k",
-                                   continuous_update=False)
-        self.knob = widgets.IntSlider(value=1, min=1, max=1, description="knob", continuous_update=False)
-        self.status = widgets.HTML("")
-        self.query_image = widgets.Image(format="jpeg", width=QUERY_THUMB)
-        self.query_caption = widgets.HTML("")
-        self.results = widgets.Box(layout=widgets.Layout(flex_flow="row wrap"))
-        for w, name in ((self.gallery, "gallery"), (self.upload, "upload"), (self.message, "message"),
-                        (self.index_picker, "index"), (self.k, "k"), (self.knob, "knob"),
-                        (self.status, "status"), (self.results, "results"), (self.query_image, "query")):
-            w.add_class(f"simsearch-{name}")
-        self.index_picker.observe(self._on_index, names="value")
-        self.k.observe(self._on_control, names="value")
-        self.knob.observe(self._on_control, names="value")
+    def add_index(self, name: str, index: faiss.Index, manifest: Manifest | None = None) -> None:
+        """Offer one more index: a bundle loaded from disk, say, with the manifest its ids come
+        from (default: the explorer's)."""
+        self.indexes[name] = index
+        if manifest is not None:
+            self.manifests[name] = manifest
+
+    def manifest_of(self, name: str) -> Manifest:
+        return self.manifests.get(name, self.manifest)
+
+    def search(self, name: str, k: int, knob: str = "") -> Shown:
+        """Search the current query in index `name` (its search parameter set to `knob`, e.g.
+        "nprobe=8", first), time it, compare with exact search; the result is also `shown`."""
+        index = self.indexes[name]
+        if knob:
+            faiss.ParameterSpace().set_index_parameters(index, knob)
+        q = self.query
+        seconds = median_seconds(lambda: index.search(q, k), repeats=3)
+        scores, ids = index.search(q, k)
+        _, exact_ids = self.exact.search(q, k)
+        recall = recall_at_k(ids, exact_ids, k) if index.ntotal == self.exact.ntotal else None
+        self.shown = Shown(name, k, knob, ids[0], scores[0], seconds, recall, exact_ids[0])
+        return self.shown
+
+    def _pick_gallery(self, query_ids: np.ndarray, size: int) -> list[int]:
+        """Up to `size` queries, one per label first (so the gallery shows every kind of photo)."""
+        by_label: dict[str, int] = {}
+        for q in query_ids.tolist():
+            by_label.setdefault(self.manifest.entry(q).label, q)
+        chosen = list(by_label.values())[:size]
+        chosen += [q for q in query_ids.tolist() if q not in chosen][: size - len(chosen)]
+        return [int(q) for q in chosen]
+
+
+def _thumb(path: Path, size: int = THUMB) -> bytes:
+    """A JPEG thumbnail of an image file, made once for each version of the file."""
+    return _thumb_of(path, size, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _thumb_of(path: Path, size: int, version: int) -> bytes:
+    return _jpeg(open_rgb(path), size)
+
+
+def _result_tiles(shown: Shown, manifest: Manifest) -> list[widgets.Widget]:
+    """One tile a result: its thumbnail (grey for a distractor), rank, label and cosine, green when
+    exact search's top-k has it too."""
+    in_exact = set(shown.exact_ids.tolist())
+    tiles = []
+    for rank, (i, score) in enumerate(zip(shown.ids.tolist(), shown.scores.tolist()), 1):
+        colour = "#070" if i in in_exact else "#b00"
+        if i < 0:
+            tiles.append(_tile(_placeholder("no result", THUMB), f"{rank}. none", THUMB))
+            continue
+        if i in manifest:
+            image = widgets.Image(value=_thumb(manifest.abspath(i)), format="jpeg", width=THUMB)
+            what = html.escape(manifest.entry(i).label)
+        else:
+            image, what = _placeholder("synthetic distractor (a vector, no image)", THUMB), "distractor"
+        tiles.append(_tile(image, f'<span style="color:{colour}">{rank}. {what}<br>cosine {score:.3f}</span>', THUMB))
+    return tiles
+
+
+def _gallery(manifest: Manifest, ids: list[int], select) -> tuple[widgets.Box, list[widgets.Button]]:
+    """The gallery of queries: a thumbnail and a button each; a button calls `select(its position)`."""
+    buttons = [widgets.Button(description=manifest.entry(q).label, tooltip=f"query id {q}",
+                              layout=widgets.Layout(width=f"{THUMB + 8}px")) for q in ids]
+    for i, button in enumerate(buttons):
+        button.on_click(lambda _, i=i: select(i))
+    box = widgets.Box([widgets.VBox([widgets.Image(value=_thumb(manifest.abspath(q)), format="jpeg", width=THUMB), b],
+                                    layout=widgets.Layout(align_items="center", margin="2px"))
+                       for q, b in zip(ids, buttons)], layout=widgets.Layout(flex_flow="row wrap"))
+    return box, buttons
+
+
+def _show_knob(slider: widgets.IntSlider, knob: Knob | None) -> None:
+    """The knob slider set to an index's search parameter, or disabled when it has none."""
+    if knob is None:
+        _set_range(slider, 1, 1, 1)
+        slider.description, slider.disabled = "no knob", True
+    else:
+        _set_range(slider, knob.low, knob.high, knob.value)
+        slider.description, slider.disabled = knob.name, False
+
+
+class SearchExplorer(ExplorerModel):
+    """Notebook 10_search_explorer's app: an `ExplorerModel` drawn with ipywidgets. Display it in a
+    notebook cell (`app`), or read `app.widget`. Arguments as ExplorerModel's, and the k slider's."""
+
+    def __init__(self, indexes: Mapping[str, faiss.Index], exact: faiss.Index, manifest: Manifest,
+                 queries: np.ndarray, query_ids: Sequence[int], backbone: Backbone | None = None, *,
+                 gallery_size: int = 12, k: int = 8, max_k: int = 20):
+        super().__init__(indexes, exact, manifest, queries, query_ids, backbone, gallery_size=gallery_size)
+        self._busy = False
+        self._controls(k, max_k)
         self.widget = widgets.VBox([
             widgets.HTML("<b>1. Pick a query</b> from the held-out images, or upload your own photo"),
             self.gallery,
@@ -208,6 +273,28 @@ class SearchExplorer:
         self._configure_knob()
         self.select(0)
 
+    def _controls(self, k: int, max_k: int) -> None:
+        self.gallery, self.gallery_buttons = _gallery(self.manifest, self.gallery_ids, self.select)
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Your photo",
+                                         disabled=self.backbone is None)
+        self.upload.observe(self._on_upload, names="value")
+        self.message = widgets.HTML("")
+        self.index_picker = widgets.Dropdown(options=list(self.indexes), description="index")
+        self.k = widgets.IntSlider(value=min(k, max_k), min=1, max=min(max_k, self.exact.ntotal), description="k",
+                                   continuous_update=False)
+        self.knob = widgets.IntSlider(value=1, min=1, max=1, description="knob", continuous_update=False)
+        self.status = widgets.HTML("")
+        self.query_image = widgets.Image(format="jpeg", width=QUERY_THUMB)
+        self.query_caption = widgets.HTML("")
+        self.results = widgets.Box(layout=widgets.Layout(flex_flow="row wrap"))
+        for w, name in ((self.gallery, "gallery"), (self.upload, "upload"), (self.message, "message"),
+                        (self.index_picker, "index"), (self.k, "k"), (self.knob, "knob"),
+                        (self.status, "status"), (self.results, "results"), (self.query_image, "query")):
+            w.add_class(f"simsearch-{name}")
+        self.index_picker.observe(self._on_index, names="value")
+        self.k.observe(self._on_control, names="value")
+        self.knob.observe(self._on_control, names="value")
+
     # ------------------------------------------------------------ what the controls do
 
     def select(self, i: int) -> None:
@@ -216,7 +303,7 @@ class SearchExplorer:
         for j, button in enumerate(self.gallery_buttons):
             button.button_style = "info" if j == i else ""
         self.message.value = ""
-        self._set_query(self.gallery_vectors[i:i + 1], self._thumb(q, QUERY_THUMB),
+        self._set_query(self.gallery_vectors[i:i + 1], _thumb(self.manifest.abspath(q), QUERY_THUMB),
                         f"query: id {q}, {html.escape(self.manifest.entry(q).label)}")
 
     def use_upload(self, content: bytes, name: str) -> bool:
@@ -236,15 +323,11 @@ class SearchExplorer:
         return True
 
     def add_index(self, name: str, index: faiss.Index, manifest: Manifest | None = None) -> None:
-        """Offer one more index in the index menu: a bundle loaded from disk, say, with the
-        manifest its ids come from (default: the explorer's)."""
-        self.indexes[name] = index
-        if manifest is not None:
-            self.manifests[name] = manifest
+        super().add_index(name, index, manifest)
         self.index_picker.options = list(self.indexes)
 
     def _set_query(self, vector: np.ndarray, thumb: bytes, caption: str) -> None:
-        self._query = vector
+        self.query = vector
         self.query_image.value = thumb
         self.query_caption.value = caption
         self.refresh()
@@ -266,78 +349,21 @@ class SearchExplorer:
             self.refresh()
 
     def _configure_knob(self) -> None:
-        knob = search_knob(self.indexes[self.index_picker.value])
         self._busy = True   # moving the slider's range must not search with a half-set slider
         try:
-            if knob is None:
-                _set_range(self.knob, 1, 1, 1)
-                self.knob.description, self.knob.disabled = "no knob", True
-            else:
-                _set_range(self.knob, knob.low, knob.high, knob.value)
-                self.knob.description, self.knob.disabled = knob.name, False
+            _show_knob(self.knob, search_knob(self.indexes[self.index_picker.value]))
         finally:
             self._busy = False
 
-    # ------------------------------------------------------------ the search
-
     def refresh(self) -> Shown:
         """Search with the current query and controls, and show the results."""
-        name, k = self.index_picker.value, self.k.value
-        index = self.indexes[name]
-        knob = ""
-        if not self.knob.disabled:
-            knob = f"{self.knob.description}={self.knob.value}"
-            faiss.ParameterSpace().set_index_parameters(index, knob)
-        q = self._query
-        seconds = median_seconds(lambda: index.search(q, k), repeats=3)
-        scores, ids = index.search(q, k)
-        _, exact_ids = self.exact.search(q, k)
-        recall = recall_at_k(ids, exact_ids, k) if index.ntotal == self.exact.ntotal else None
-        self.shown = Shown(name, k, knob, ids[0], scores[0], seconds, recall, exact_ids[0])
-        self._render()
-        return self.shown
-
-    def _render(self) -> None:
-        s = self.shown
-        manifest = self.manifests.get(s.index, self.manifest)
-        in_exact = set(s.exact_ids.tolist())
-        tiles = []
-        for rank, (i, score) in enumerate(zip(s.ids.tolist(), s.scores.tolist()), 1):
-            colour = "#070" if i in in_exact else "#b00"
-            if i < 0:
-                tiles.append(_tile(_placeholder("no result", THUMB), f"{rank}. none", THUMB))
-                continue
-            if i in manifest:
-                image = widgets.Image(value=self._thumb(i, manifest=manifest), format="jpeg", width=THUMB)
-                what = html.escape(manifest.entry(i).label)
-            else:
-                image, what = _placeholder("synthetic distractor (a vector, no image)", THUMB), "distractor"
-            tiles.append(_tile(image, f'<span style="color:{colour}">{rank}. {what}<br>cosine {score:.3f}</span>',
-                               THUMB))
-        self.results.children = tiles
+        knob = "" if self.knob.disabled else f"{self.knob.description}={self.knob.value}"
+        s = self.search(self.index_picker.value, self.k.value, knob)
+        self.results.children = _result_tiles(s, self.manifest_of(s.index))
         recall = "n/a (this index holds other vectors)" if s.recall is None else f"{s.recall:.2f}"
         self.status.value = (f"{html.escape(s.index)}{' · ' + s.knob if s.knob else ''} · k = {s.k}<br>"
                              f"search time {s.seconds * 1e3:.2f} ms<br>recall@{s.k} against exact search: {recall}")
-
-    # ------------------------------------------------------------ pictures
-
-    def _pick_gallery(self, query_ids: np.ndarray, size: int) -> list[int]:
-        """Up to `size` queries, one per label first (so the gallery shows every kind of photo)."""
-        by_label: dict[str, int] = {}
-        for q in query_ids.tolist():
-            by_label.setdefault(self.manifest.entry(q).label, q)
-        chosen = list(by_label.values())[:size]
-        chosen += [q for q in query_ids.tolist() if q not in chosen][: size - len(chosen)]
-        return [int(q) for q in chosen]
-
-    def _thumb(self, id_: int, size: int = THUMB, manifest: Manifest | None = None) -> bytes:
-        manifest = manifest or self.manifest
-        if size != THUMB:
-            return _jpeg(open_rgb(manifest.abspath(id_)), size)
-        key = (manifest.root, id_)
-        if key not in self._thumbs:
-            self._thumbs[key] = _jpeg(open_rgb(manifest.abspath(id_)), size)
-        return self._thumbs[key]
+        return s
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

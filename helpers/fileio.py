@@ -58,7 +58,7 @@ def atomic_write_dir(path: str | Path, fill: Callable[[Path], object]) -> Path:
 
     An existing folder is swapped with the new one in one step where Linux allows it
     (renameat2 RENAME_EXCHANGE); elsewhere by two renames, between which `path` is briefly absent.
-    Used for index bundles (notebook 09). Returns the path.
+    Used for index bundles (notebook 09_serialization). Returns the path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """What this machine has for the GPU (a Faiss GPU build, CUDA devices seen by torch), what each
-step of notebook 07 will therefore do, and exact search in torch for where Faiss has no GPU build.
+step of notebook 07_gpu will therefore do, and exact search in torch for where Faiss has no GPU build.
 
-Taught in notebook 07 (00 prints the status). Faiss's pip wheel `faiss-cpu` has no GPU code;
+Taught in notebook 07_gpu (00 prints the status). Faiss's pip wheel `faiss-cpu` has no GPU code;
 `faiss-gpu` (or conda's faiss-gpu) installs the same `faiss` module with it: never both.
 """
 
@@ -34,7 +34,7 @@ class CudaDevice:
 
 @dataclass(frozen=True)
 class GpuStatus:
-    """What Faiss and torch can use here; `route` is what notebook 07 does with it."""
+    """What Faiss and torch can use here; `route` is what notebook 07_gpu does with it."""
 
     faiss_version: str
     faiss_gpu_build: bool         # "GPU" in faiss.get_compile_options()
@@ -64,14 +64,14 @@ class GpuStatus:
         return "this Faiss has GPU code but sees no GPU (faiss.get_num_gpus() is 0)"
 
     def describe(self) -> str:
-        """The machine, then what each step of notebook 07 will do on it."""
+        """The machine, then what each step of notebook 07_gpu will do on it."""
         from .features import BATCH_SIZE, GPU_BATCH_SIZE
 
         devices = ", ".join(map(str, self.cuda_devices)) or "none"
         build = "GPU build" if self.faiss_gpu_build else "CPU build (faiss-cpu)"
         lines = [f"faiss {self.faiss_version}: {build}, sees {self.faiss_gpus} GPU(s)",
                  f"torch {self.torch_version}: CUDA devices {devices}",
-                 f"CPU cores: {self.cpu_cores}", "Notebook 07 on this machine:"]
+                 f"CPU cores: {self.cpu_cores}", "Notebook 07_gpu on this machine:"]
         if self.torch_cuda:
             lines.append(f"  features: on {self.cuda_devices[0]}, batches of {GPU_BATCH_SIZE}, "
                          f"{self.cpu_cores} DataLoader workers decoding, pinned memory")
@@ -111,7 +111,7 @@ def torch_knn(xb, xq, k: int, metric: str = "cosine", device: str = "auto",
     merged with the best k so far. metric 'cosine' normalises both sides (per block) and ranks by
     inner product, 'ip' by inner product as given (larger is nearer), 'l2' by squared distance
     (smaller is nearer). xb, xq: numpy arrays or torch tensors; rows already on `device` are not
-    copied. Ties may come back in another order than Faiss's. Taught in notebook 07.
+    copied. Ties may come back in another order than Faiss's. Taught in notebook 07_gpu.
     """
     import torch
     import torch.nn.functional as F

@@ -103,7 +103,7 @@ def index_recalls(xb, queries, k: int = 10, nprobes=(1, 2, 4, 8, 16, 32), efs=(8
         small = min(256, d)
         keys = [f"IVF{nlist},PQ{m}np" for m in (16, 32, 64) if d % m == 0]
         keys += [f"PCA{small},IVF{nlist},PQ64np", f"OPQ64_{small},IVF{nlist},PQ64np"]
-        for key in keys:   # behind PCA, L2 on unit vectors (PCA subtracts the mean: notebook 05)
+        for key in keys:   # behind PCA, L2 on unit vectors (PCA subtracts the mean: notebook 05_product_quantization)
             index = build(key, xb, metric="l2" if key.startswith("PCA") else "cosine")
             out[f"{key} nprobe=16"] = recall(index, "nprobe=16")
     return out
@@ -170,7 +170,7 @@ def real_haystack(backbone: Backbone, data_dir: str | Path, n: int, progress: bo
 
 def validation(backbone: Backbone, data_dir: str | Path, n: int = 1_900, queries: int = 100,
                progress: bool = False) -> tuple[dict, str]:
-    """The check of the distractors for notebook 03: benchmarks/bench_haystack.py's figures when
+    """The check of the distractors for notebook 03_flat_index: benchmarks/bench_haystack.py's figures when
     it has been run with this backbone (BENCH_RESULTS), else the same comparison measured now on
     `n` Fashion-MNIST images, IVF and HNSW only. Returns ({set: compare_haystacks' result}, where
     the figures come from); ({}, why) when neither can be had."""

@@ -6,13 +6,13 @@ strings and set search parameters with `faiss.ParameterSpace().set_index_paramet
 stage's parameter is `k_factor_rf`). This module only helps around them:
 - `as_float32_matrix`, `as_ids`, `normalize`: the input Faiss accepts, checked, with errors that
   say what to change (`VectorError`, `IndexParamError`). `normalize` is the course's one
-  normaliser (cosine similarity = L2-normalise both sides, then inner product; notebook 03).
+  normaliser (cosine similarity = L2-normalise both sides, then inner product; notebook 03_flat_index).
 - `nlist_range`, `suggest_nlist`, `min_training_points`, `training_sample`: Faiss's sizing advice and
-  the course's one nlist rule (notebooks 04-11), and a random training sample.
-- `layers`, `describe`, `metric_of`: what an index is made of (notebooks 05-06, 09).
+  the course's one nlist rule (notebooks 04_ivf to 11_scaling_out), and a random training sample.
+- `layers`, `describe`, `metric_of`: what an index is made of (notebooks 05_product_quantization to 06_hnsw, 09_serialization).
 - `blas_threshold`: Faiss's switch between its two ways of computing distances, for exact search
-  (notebook 03) and for PQ's and OPQ's k-means training (notebook 05).
-- `search`: a batch search that returns ids, scores and the images' paths (notebook 10, the CLI).
+  (notebook 03_flat_index) and for PQ's and OPQ's k-means training (notebook 05_product_quantization).
+- `search`: a batch search that returns ids, scores and the images' paths (notebook 10_search_explorer, the CLI).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def nlist_range(n: int) -> tuple[int, int]:
 
 
 def suggest_nlist(n: int) -> int:
-    """The course's one nlist rule (notebooks 04-11, the recommender, bundles). Faiss's guidelines
+    """The course's one nlist rule (notebooks 04_ivf to 11_scaling_out, the recommender, bundles). Faiss's guidelines
     (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index) advise 4*sqrt(n) to
     16*sqrt(n) cells below a million vectors and 65,536 / 262,144 / 1,048,576 cells up to 10M / 100M
     / beyond; we take the low end, the cheapest to train, and at most n // 39, so that k-means gets the
@@ -197,17 +197,15 @@ def blas_threshold(value: int = 0) -> Iterator[None]:
     """Set `faiss.cvar.distance_compute_blas_threshold` inside a `with` block, restored after.
 
     Faiss computes the distances between a batch of vectors and a database as one BLAS matrix
-    product only when the batch is big enough: in faiss-cpu 1.15 when vectors x d reaches this
-    threshold (128,000); below it, it compares one pair at a time (exact search with fewer queries
-    than threads on a large database splits the database between threads and uses BLAS whatever
-    the threshold: faiss/utils/distances.cpp, `should_use_db_parallel`). For exact search (notebook 03
-    measures the switch) each query then streams the whole database from memory by itself, which
-    on a large database can be ten times slower. k-means takes the same switch: PQ and OPQ train
-    one on each sub-vector, and short sub-vectors with few points stay under the threshold (2-8
-    dimensions and about 10,000 points, as in notebook 05's quick scale, notebook 09 and the
-    recommender's OPQ indexes); OPQ64_128 trained 7x faster with BLAS forced on the course's
-    2-core machine (notebook 05, `benchmarks/bench_pq_training.py`). 0 forces the BLAS path. Its distances are exact up to float
-    rounding (||x||^2 + ||y||^2 - 2<x,y>), so ties may swap.
+    product only when vectors x d reaches this threshold (128,000 in faiss-cpu 1.15); below it, one
+    pair at a time (exact search with fewer queries than threads on a large database splits the
+    database between the threads and uses BLAS whatever the threshold: `should_use_db_parallel` in
+    faiss/utils/distances.cpp). Exact search below it streams the whole database once per query
+    (notebook 03_flat_index measures it). k-means takes the same switch: PQ and OPQ train one on
+    each sub-vector, and short sub-vectors with few points stay under it (notebook
+    05_product_quantization and `benchmarks/bench_pq_training.py` measure what forcing BLAS buys).
+    0 forces the BLAS path. Its distances are exact up to float rounding (||x||^2 + ||y||^2 -
+    2<x,y>), so ties may swap.
     """
     before = faiss.cvar.distance_compute_blas_threshold
     faiss.cvar.distance_compute_blas_threshold = int(value)
@@ -280,16 +278,16 @@ def min_training_points(index: faiss.Index, per_centroid: int = MIN_POINTS_PER_C
 
 @dataclass
 class SearchResult:
-    """What a search found, one row per query, best first.
+    """What a search found, one row per query, best first, in Faiss's order (scores, ids).
 
-    ids: (nq, k) int64 manifest ids, -1 where fewer than k results were found.
     scores: (nq, k) float32, squared L2 distances (metric "l2", smaller is nearer) or cosine
     similarities (metric "cosine", larger is nearer).
+    ids: (nq, k) int64 manifest ids, -1 where fewer than k results were found.
     paths: (nq lists of k) relative image paths, None for -1 and for ids the manifest lacks
     (distractors); None when no manifest was given.
     """
-    ids: np.ndarray
     scores: np.ndarray
+    ids: np.ndarray
     metric: str
     paths: list[list[str | None]] | None = None
 
@@ -309,4 +307,4 @@ def search(index: faiss.Index, queries, k: int, manifest=None) -> SearchResult:
     if manifest is not None:
         known = set(manifest.ids.tolist())
         paths = [manifest.paths_of([i if i in known else -1 for i in row.tolist()]) for row in ids]
-    return SearchResult(ids, scores, metric, paths)
+    return SearchResult(scores, ids, metric, paths)

@@ -149,39 +149,7 @@ class Manifest:
     @classmethod
     def load(cls, csv_path: str | Path) -> "Manifest":
         """Read and validate a manifest CSV written by `save`."""
-        csv_path = Path(csv_path)
-        if not csv_path.is_file():
-            what = "a folder, not a manifest file" if csv_path.is_dir() else "no such manifest file"
-            raise ManifestError(f"{csv_path}: {what}")
-        try:
-            with csv_path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-                if missing:
-                    raise ManifestError(f"{csv_path}: not a manifest (no {', '.join(missing)} "
-                                        f"column{'s' if len(missing) > 1 else ''}); make one with "
-                                        "`python -m helpers manifest FOLDER --out FILE.csv`")
-                entries = []
-                for n, row in enumerate(reader, start=2):
-                    try:
-                        entries.append(Entry(
-                            id=int(row["id"]), path=row["path"], sha256=row["sha256"],
-                            bytes=int(row["bytes"]), width=int(row["width"]), height=int(row["height"]),
-                            format=row["format"], label=row["label"],
-                            duplicate_of=int(row["duplicate_of"]) if row["duplicate_of"] else None))
-                    except (TypeError, ValueError) as err:
-                        raise ManifestError(f"{csv_path}, line {n}: bad value ({err})") from None
-        except (UnicodeDecodeError, csv.Error) as err:
-            why = "not UTF-8 text (a binary file?)" if isinstance(err, UnicodeDecodeError) else str(err)
-            raise ManifestError(f"{csv_path}: not a manifest: {why}") from None
-        root = csv_path.parent.resolve()
-        if entries and all(e.path.startswith("../") for e in entries):
-            # saved outside the image folder: recover the folder so paths read as scanned
-            # normpath, not resolve: a symlink listed beside its target stays a path of its own
-            here = csv_path.parent.resolve()
-            paths = [Path(os.path.normpath(here / e.path)) for e in entries]
-            root = Path(os.path.commonpath([p.parent for p in paths]))
-            entries = [replace(e, path=p.relative_to(root).as_posix()) for e, p in zip(entries, paths)]
+        root, entries = _read_entries(Path(csv_path))
         try:
             return cls(root, entries)
         except ManifestError as err:
@@ -199,6 +167,42 @@ class Manifest:
 
     def __repr__(self) -> str:
         return f"Manifest({len(self)} images, root={str(self.root)!r})"
+
+
+def _read_entries(csv_path: Path) -> tuple[Path, list[Entry]]:
+    """The image folder and the entries of a manifest CSV (ManifestError, one line, when it is not one)."""
+    if not csv_path.is_file():
+        what = "a folder, not a manifest file" if csv_path.is_dir() else "no such manifest file"
+        raise ManifestError(f"{csv_path}: {what}")
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ManifestError(f"{csv_path}: not a manifest (no {', '.join(missing)} "
+                                    f"column{'s' if len(missing) > 1 else ''}); make one with "
+                                    "`python -m helpers manifest FOLDER --out FILE.csv`")
+            entries = []
+            for n, row in enumerate(reader, start=2):
+                try:
+                    entries.append(Entry(
+                        id=int(row["id"]), path=row["path"], sha256=row["sha256"],
+                        bytes=int(row["bytes"]), width=int(row["width"]), height=int(row["height"]),
+                        format=row["format"], label=row["label"],
+                        duplicate_of=int(row["duplicate_of"]) if row["duplicate_of"] else None))
+                except (TypeError, ValueError) as err:
+                    raise ManifestError(f"{csv_path}, line {n}: bad value ({err})") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        why = "not UTF-8 text (a binary file?)" if isinstance(err, UnicodeDecodeError) else str(err)
+        raise ManifestError(f"{csv_path}: not a manifest: {why}") from None
+    root = csv_path.parent.resolve()
+    if entries and all(e.path.startswith("../") for e in entries):
+        # saved outside the image folder: recover the folder so paths read as scanned
+        # normpath, not resolve: a symlink listed beside its target stays a path of its own
+        paths = [Path(os.path.normpath(root / e.path)) for e in entries]
+        root = Path(os.path.commonpath([p.parent for p in paths]))
+        entries = [replace(e, path=p.relative_to(root).as_posix()) for e, p in zip(entries, paths)]
+    return root, entries
 
 
 @dataclass
@@ -361,7 +365,7 @@ def diff(old: Manifest, new: Manifest) -> Changes:
 
 def refresh(folder: str | Path, csv_path: str | Path, *, keep_ids: bool = True, **scan_kw) -> ScanResult:
     """Scan `folder` keeping the ids of the manifest saved at `csv_path` (if any), and save
-    it there with its skipped report (notebook 01; the `manifest` command).
+    it there with its skipped report (notebook 01_data_manifest; the `manifest` command).
 
     This is how a notebook builds or updates the manifest that earlier notebooks made.
     `keep_ids=False` ignores the saved manifest: ids start afresh. An unreadable saved manifest

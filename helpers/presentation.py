@@ -87,7 +87,7 @@ class Table:
 class Comparison:
     """The side-by-side table of every index measured so far, kept in a JSON file.
 
-    Each notebook replaces its own rows (`update`) and shows them all (`table`), so notebook 06
+    Each notebook replaces its own rows (`update`) and shows them all (`table`), so notebook 06_hnsw
     ends with the indexes of 03-06 side by side, each measured when its notebook last ran.
     """
 
@@ -122,11 +122,11 @@ def plot_recall_qps(table: Iterable[dict], *, recall: str = "recall@10", qps: st
                     label: str | None = None, target: float | None = None, ax=None, title: str | None = None,
                     front: Iterable[dict] | None = None):
     """Queries per second (log scale) against recall, one line per value of the `by` column
-    (notebooks 04-06, 08).
+    (notebooks 04_ivf to 06_hnsw, 08_tuning).
 
     label: a column (e.g. "nprobe", "efSearch") written beside each point; target: a recall to
     mark with a vertical line; front: rows to join with a thick line, e.g. the Pareto front
-    (helpers.tuning.pareto_front, notebook 08). Up and to the right is better. Returns the Axes.
+    (helpers.tuning.pareto_front, notebook 08_tuning). Up and to the right is better. Returns the Axes.
     """
     rows = list(table)
     if not rows:
@@ -175,7 +175,7 @@ def _thumb(item: str | Path | Image.Image, size: int = 160) -> Image.Image | Non
 
 def image_grid(items: Sequence[str | Path | Image.Image], titles: Sequence[str] | None = None,
                ncols: int = 6, cell: float = 1.8, suptitle: str | None = None) -> plt.Figure:
-    """Show images (paths or PIL images) in a grid; unreadable ones appear as a labelled gap (notebooks 01, 02)."""
+    """Show images (paths or PIL images) in a grid; unreadable ones appear as a labelled gap (notebooks 01_data_manifest, 02_features)."""
     n = max(1, len(items))
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
@@ -198,7 +198,7 @@ def image_grid(items: Sequence[str | Path | Image.Image], titles: Sequence[str] 
 
 
 def samples_per_label(manifest: Manifest, per_label: int = 4, max_labels: int = 20) -> plt.Figure:
-    """One row per label with its first few images (notebook 01)."""
+    """One row per label with its first few images (notebook 01_data_manifest)."""
     labels = list(manifest.label_counts())[:max_labels]
     items, titles = [], []
     for label in labels:
@@ -212,7 +212,7 @@ def samples_per_label(manifest: Manifest, per_label: int = 4, max_labels: int = 
 
 def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores,
                 score_name: str = "distance") -> plt.Figure:
-    """One row per query: the query image, then its neighbours with id and score (notebooks 02, 03).
+    """One row per query: the query image, then its neighbours with id and score (notebooks 02_features, 03_flat_index).
 
     Ids that are not in the manifest (synthetic distractors) show as grey tiles."""
     k = len(result_ids[0])

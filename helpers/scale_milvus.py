@@ -5,7 +5,7 @@
 the same calls. A collection holds (id INT64 primary key, path VARCHAR, vector FLOAT_VECTOR);
 the course metric is cosine, so vectors are L2-normalised and searched with metric "IP".
 
-What Milvus Lite 3.2 builds, observed by notebook 11: FLAT, IVF_FLAT, IVF_SQ8, HNSW and HNSW_SQ;
+What Milvus Lite 3.2 builds, observed by notebook 11_scaling_out: FLAT, IVF_FLAT, IVF_SQ8, HNSW and HNSW_SQ;
 it refuses IVF_PQ ("reserved for a future phase"), HNSW_PQ, DISKANN and SCANN. Rows not yet
 flushed into a segment are searched by brute force, whatever the index, so `insert` flushes.
 """
@@ -65,7 +65,7 @@ def create_index(client, name: str, index_type: str, params: dict, metric: str =
 
     The build parameters (nlist, M, efConstruction) travel as one JSON entry named "params":
     Milvus Lite 3.2.2 reads only that form and silently builds with its defaults (nlist 128)
-    from the flat key-value pairs pymilvus 3.0.2 sends for `params={...}` (observed in notebook 11).
+    from the flat key-value pairs pymilvus 3.0.2 sends for `params={...}` (observed in notebook 11_scaling_out).
     """
     client.release_collection(name)
     for old in client.list_indexes(name):

@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .backbones import Backbone
-from .features import BATCH_SIZE, FeatureError, FeatureSet, decode_mode, extract, metadata
+from .decoding import decode_mode
+from .features import BATCH_SIZE, FeatureError, FeatureSet, extract, metadata
 from .fileio import atomic_write, first_line
 from .manifest import Entry, Manifest
 

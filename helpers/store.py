@@ -1,5 +1,5 @@
 """Index bundles: a Faiss index saved with the manifest its ids come from and what made it.
-Notebook 09 teaches them; `python -m helpers index | search | update` uses them.
+Notebook 09_serialization teaches them; `python -m helpers index | search | update` uses them.
 
 A bundle is a folder of three files:
 - `index.faiss`: what `faiss.write_index` wrote (a GPU index is copied to the CPU first);
@@ -91,7 +91,7 @@ def default_factory(n: int) -> tuple[str, str]:
     """The index (factory string, search parameters) built for `n` vectors when none is named:
     exact search below FLAT_LIMIT vectors, else IVF with `suggest_nlist(n)` lists (4*sqrt(n),
     kept within what n vectors train at 39 points a list) visiting 32 of them; tune nprobe for
-    your recall target as notebook 08 does. The one place this choice is made."""
+    your recall target as notebook 08_tuning does. The one place this choice is made."""
     if n < FLAT_LIMIT:
         return "IDMap,Flat", ""
     nlist = suggest_nlist(n)

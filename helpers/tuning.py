@@ -1,4 +1,4 @@
-"""Choosing and tuning an index by measurement (notebook 08 teaches it).
+"""Choosing and tuning an index by measurement (notebook 08_tuning teaches it).
 
 - `recommend(n, d, memory_budget, recall_target, metric)`: an `index_factory` string chosen by
   Faiss's "Guidelines to choose an index" (github.com/facebookresearch/faiss/wiki/Guidelines-to-choose-an-index)
@@ -41,9 +41,8 @@ SMALL_N = 10_000                  # below this exact search is cheap enough (and
 HNSW_MAX_N = 10_000_000           # HNSW above this takes hours to build on a CPU; IVF.._HNSW instead
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-K_FACTOR = 4                      # candidates re-ranked a result by RFlat (notebook 06 measured it)
+K_FACTOR = 4                      # candidates re-ranked a result by RFlat (notebook 06_hnsw measured it)
 OPQ_CODES = (128, 96, 64, 48, 32, 24, 16, 8, 4)   # PQ bytes a vector under SQ4; OPQ training grows with m
-# (OPQ128_512 took 9 min on 65,536 x 1280 on 2 cores)
 OWN_QUERIES = 500                 # tuning queries `tune_on_own_vectors` samples from the collection
 MARGIN_SE = 1.0                   # `tune` asks recall - MARGIN_SE standard errors >= target (see tune)
 
@@ -89,7 +88,7 @@ def settings_to_try(param: str | None, values, fixed: str = "") -> list[str]:
 
 def parse_bytes(budget) -> float:
     """A memory budget in bytes from a number, None (no limit: inf), or a string like "200MB" or
-    "1.5 GiB" (kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024). Notebook 08."""
+    "1.5 GiB" (kB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB of 1024). Notebook 08_tuning."""
     if budget is None:
         return math.inf
     if isinstance(budget, (int, float, np.integer, np.floating)):
@@ -183,7 +182,7 @@ def _candidates(n: int, d: int, target: float):
         dr = 256
         yield (f"IDMap,PCA{dr},HNSW32,RFlat", min(n, 64 * dr), "efSearch", EF_SEARCH, f"k_factor_rf={K_FACTOR}",
                f"the budget holds the full vectors and a graph; at d={d} walking a graph over PCA{dr}-reduced vectors "
-               f"and re-ranking {K_FACTOR}x candidates exactly (RFlat) beats HNSW on full vectors (notebook 06)")
+               f"and re-ranking {K_FACTOR}x candidates exactly (RFlat) beats HNSW on full vectors (notebook 06_hnsw)")
     if n <= HNSW_MAX_N:
         yield ("IDMap,HNSW32,Flat", 0, "efSearch", EF_SEARCH, "",
                "the budget holds the vectors and 32 links each: HNSW is the fastest accurate index (guidelines)")
@@ -221,9 +220,9 @@ def recommend(n: int, d: int, memory_budget=None, recall_target: float = 0.95,
     guidelines' order whose `estimate_memory` fits is returned: Flat (small N or near-exact target),
     PCA-reduced HNSW + exact re-ranking (d >= 512), HNSW32, IVF..,Flat, IVF..,SQfp16/SQ8/SQ6/SQ4,
     OPQ<m>_<4m>,IVF..,PQ<m> with the most bytes that fit (m <= 128). PQ strings end in `np`: no
-    polysemous training, which only serves Hamming-threshold search (`ht`, unused here) and made
-    IVF256,PQ160 on 16,384 x 1280 vectors train 20x slower (benchmarks/bench_pq_training.py).
-    Raises NoIndexFits when none fits. Notebook 08.
+    polysemous training, which only serves Hamming-threshold search (`ht`, unused here) and slows
+    training down (benchmarks/bench_pq_training.py measures it).
+    Raises NoIndexFits when none fits. Notebook 08_tuning.
     """
     if int(n) != n or n < 1 or int(d) != d or d < 1:
         raise ValueError(f"n and d must be positive integers, got n={n!r}, d={d!r}")
@@ -294,7 +293,7 @@ def tune(index: faiss.Index, queries, truth, recall_target: float, param: str | 
     about as likely to miss it on others; `tune` asks recall - margin x that error >= target
     (margin=0: the mean alone). `own_ids`: when the queries are vectors of the index itself,
     their ids; each query's own id is dropped from its results (and must be absent from `truth`).
-    Notebook 08.
+    Notebook 08_tuning.
     """
     if not 0 < recall_target <= 1:
         raise ValueError(f"recall_target {recall_target!r} must be in (0, 1]")
@@ -352,7 +351,7 @@ def measure_settings(index: faiss.Index, settings, queries, truth, /, k: int = 1
                      **columns) -> list[dict]:
     """recall@k and batch QPS (median of `repeats`) of `index` at each ParameterSpace string in
     `settings` (e.g. ["nprobe=1", "nprobe=4"]), one row each, with `columns` (e.g. nlist=1024)
-    added to every row; the last setting is left on the index. Notebook 08's grids."""
+    added to every row; the last setting is left on the index. Notebook 08_tuning's grids."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     space, rows = faiss.ParameterSpace(), []
     for setting in settings:
@@ -366,7 +365,7 @@ def measure_settings(index: faiss.Index, settings, queries, truth, /, k: int = 1
 
 def pareto_front(rows, recall: str = "recall@10", qps: str = "QPS") -> list[dict]:
     """The rows that no other row beats on both `recall` and `qps` (higher is better for both),
-    sorted by recall: the settings worth choosing between. Notebook 08 draws them."""
+    sorted by recall: the settings worth choosing between. Notebook 08_tuning draws them."""
     rows = sorted(rows, key=lambda r: (-r[recall], -r[qps]))
     front, fastest = [], -math.inf
     for row in rows:                    # from the most accurate down: keep each row faster than all before

@@ -1,4 +1,4 @@
-"""The search explorer (notebook 10), driven without a browser: build the app, set widget values,
+"""The search explorer (notebook 10_search_explorer), driven without a browser: build the app, set widget values,
 assert what it renders."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def photos(tmp_path_factory, tiny_backbone):
 
 @pytest.fixture
 def world(photos, faiss_one_thread):
-    """The photos plus synthetic distractors, indexed four ways as notebook 10 does."""
+    """The photos plus synthetic distractors, indexed four ways as notebook 10_search_explorer does."""
     manifest, fs = photos
     rng = np.random.default_rng(0)
     xb = np.vstack([fs.vectors, rng.standard_normal((DISTRACTORS, 48)).astype(np.float32)])

@@ -270,7 +270,7 @@ def odd_jpegs(photos):
 
 
 def test_plain_jpeg_takes_only_baseline_rgb_jpegs(odd_jpegs):
-    from helpers.features import plain_jpeg
+    from helpers.decoding import plain_jpeg
 
     verdict = {e.path.split("/")[-1]: plain_jpeg(odd_jpegs.abspath(e).read_bytes()) for e in odd_jpegs}
     assert verdict == {"0_chelsea.jpg": True, "1_coffee.png": False, "2_rocket.jpg": True,
@@ -285,14 +285,14 @@ def test_plain_jpeg_takes_only_baseline_rgb_jpegs(odd_jpegs):
 def test_tensor_decoders_give_the_pil_features(odd_jpegs, lite0, decoder, monkeypatch):
     """The GPU's decoders, run on the CPU (nvjpeg's batch decoding with decode_jpeg on the CPU):
     same ids, features at cosine > 0.999 image by image (a rotation left out would fail)."""
-    from helpers import features
+    from helpers import decoding
 
-    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "")
+    monkeypatch.setattr(decoding, "decoder_problem", lambda decoder, device: "")
     pil = extract(odd_jpegs, lite0, device="cpu", normalize=True, progress=False)
     fast = extract(odd_jpegs, lite0, device="cpu", decoder=decoder, normalize=True, batch_size=4,
                    num_workers=1, progress=False)
     assert np.array_equal(fast.ids, pil.ids) and not fast.failures
-    assert fast.meta["decoder"] == decoder and fast.meta["decode"] == features.decode_mode(lite0, False, decoder)
+    assert fast.meta["decoder"] == decoder and fast.meta["decode"] == decoding.decode_mode(lite0, False, decoder)
     assert fast.meta["decode"] != pil.meta["decode"] == "full"
     cos = (fast.vectors * pil.vectors).sum(axis=1)
     assert cos.min() > 0.999, cos
@@ -301,9 +301,9 @@ def test_tensor_decoders_give_the_pil_features(odd_jpegs, lite0, decoder, monkey
 
 @pytest.mark.parametrize("decoder", ["tensor", "nvjpeg"])
 def test_tensor_decoders_record_broken_images_as_pil_does(photos, lite0, decoder, monkeypatch):
-    from helpers import features
+    from helpers import decoding
 
-    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "")
+    monkeypatch.setattr(decoding, "decoder_problem", lambda decoder, device: "")
     entries = list(photos)
     for i, data in ((0, photos.abspath(entries[0]).read_bytes()[:300]),            # truncated JPEG
                     (2, b"\xff\xd8" + b"\x00" * 500 + b"\xff\xd9")):            # JPEG markers, no image
@@ -319,7 +319,7 @@ def test_tensor_decoders_record_broken_images_as_pil_does(photos, lite0, decoder
 def test_decode_jpegs_refuses_image_by_image(photos):
     import torch
 
-    from helpers.features import decode_jpegs
+    from helpers.decoding import decode_jpegs
 
     good = torch.frombuffer(bytearray(photos.abspath(list(photos)[0]).read_bytes()), dtype=torch.uint8)
     bad = torch.frombuffer(bytearray(b"\xff\xd8" + b"\x00" * 100 + b"\xff\xd9"), dtype=torch.uint8)
@@ -328,8 +328,8 @@ def test_decode_jpegs_refuses_image_by_image(photos):
 
 
 def test_pick_decoder_defaults_and_fallbacks(monkeypatch):
-    from helpers import features
-    from helpers.features import GPU_DECODER, decoder_problem, pick_decoder
+    from helpers import decoding
+    from helpers.decoding import GPU_DECODER, decoder_problem, pick_decoder
 
     assert decoder_problem("tensor", "cpu") == "" and "CUDA" in decoder_problem("nvjpeg", "cpu")
     assert pick_decoder(None, "cpu") == ("pil", "")   # the CPU path is unchanged
@@ -339,9 +339,9 @@ def test_pick_decoder_defaults_and_fallbacks(monkeypatch):
         pick_decoder("tensor", "cpu", jpeg_draft=True)
     with pytest.raises(ValueError, match="decoder 'dali'"):
         pick_decoder("dali", "cpu")
-    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "")
+    monkeypatch.setattr(decoding, "decoder_problem", lambda decoder, device: "")
     assert pick_decoder(None, "cuda") == (GPU_DECODER, "") and pick_decoder(None, "cuda", True)[0] == "pil"
-    monkeypatch.setattr(features, "decoder_problem", lambda decoder, device: "no image extension")
+    monkeypatch.setattr(decoding, "decoder_problem", lambda decoder, device: "no image extension")
     assert pick_decoder("nvjpeg", "cuda")[0] == "pil"
 
 

@@ -60,7 +60,7 @@ def test_ci_runs_exactly_the_readme_test_command_then_the_browser_test():
     first = ci.index("make test")
     assert ci[-1] == "make browser-test" and ci.count("make test") == 1
     before = "\n".join(ci[:first])
-    assert "make" not in before and "dataset-fashion-mnist" in before, "only the data notebook 03 checks against"
+    assert "make" not in before and "dataset-fashion-mnist" in before, "only the data notebook 03_flat_index checks against"
     assert "apt-get install -y dataset-fashion-mnist" in text
     assert "apt-get install -y chromium" in text, "CI installs Debian's chromium when it is missing"
     pyproject = (REPO / "pyproject.toml").read_text()

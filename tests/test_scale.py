@@ -1,4 +1,4 @@
-"""Past one machine (notebook 11): Ray Data extraction, Parquet shards, Faiss on-disk merge, Milvus Lite."""
+"""Past one machine (notebook 11_scaling_out): Ray Data extraction, Parquet shards, Faiss on-disk merge, Milvus Lite."""
 
 from __future__ import annotations
 
