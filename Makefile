@@ -63,9 +63,9 @@ haystack-data:
 run: $(STAMP)
 	SIMSEARCH_SCALE=$(SCALE) $(PY) -m helpers run
 
-# two workers: the notebooks in order on one, the test files on the other (conftest.py)
+# helpers/__main__.py's TEST_COMMAND: notebooks in quick scale and the unit tests, on two workers
 test: $(STAMP)
-	SIMSEARCH_SCALE=quick $(PY) -m pytest -n 2 --nbval-lax --nbval-cell-timeout=1200 notebooks tests
+	$(PY) -m helpers test
 
 # JupyterLab in headless Chromium (Debian's `chromium` package): runs notebook 10 through the page.
 browser-test: $(STAMP)

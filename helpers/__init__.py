@@ -18,6 +18,8 @@ LAYERS = (
 )
 
 from . import blas as _blas
+from . import devices as _devices
 
+_devices.allow_two_openmp_runtimes()   # macOS: faiss-cpu and torch each bring an OpenMP runtime
 _blas.choose_kernels()   # before anything imports faiss: OpenBLAS reads it once, when it loads
 _blas.check()

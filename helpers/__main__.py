@@ -335,6 +335,22 @@ def _run(args: argparse.Namespace) -> int:
         return _error(str(err))
 
 
+#: What `make test` and `python -m helpers test` run: the notebooks in quick scale, each cell a test
+#: (nbval), and the unit tests, on two workers (conftest.py keeps the notebooks in order on one).
+TEST_COMMAND = ("-m", "pytest", "-n", "2", "--nbval-lax", "--nbval-cell-timeout=1200", "notebooks", "tests")
+
+
+def _test(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from .settings import REPO_ROOT
+
+    command = [sys.executable, *TEST_COMMAND, *args.pytest_args]
+    print(" ".join(["SIMSEARCH_SCALE=quick", "python", *command[1:]]), flush=True)
+    return subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "SIMSEARCH_SCALE": "quick"}).returncode
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: one sub-command a stage, each calling its function (the argument table)."""
     parser = argparse.ArgumentParser(prog="python -m helpers", description=__doc__)
@@ -426,11 +442,19 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute every notebook headless into build/notebooks and summarise")
     p.set_defaults(func=_run)
 
+    p = sub.add_parser("test", help="what `make test` runs, without make: notebooks (quick scale) and unit "
+                       "tests; further arguments go to pytest (e.g. -x)")
+    p.set_defaults(func=_test)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func is not _test:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
     return args.func(args)
 
 

@@ -2,12 +2,14 @@
 
 `pick_device("auto")` prefers a CUDA GPU, then Apple's GPU (`mps`), then the CPU; `features`
 extracts on it and `gpu.torch_knn` searches on it. Faiss's own GPU code is CUDA only
-(`gpu.gpu_status` says what Faiss can use).
+(`gpu.gpu_status` says what Faiss can use). `allow_two_openmp_runtimes` is the macOS rule that
+lets faiss-cpu and torch run in one process.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 #: What a backbone computes in: float32, or autocast to bfloat16 (CPUs) or float16 (CUDA GPUs).
@@ -61,3 +63,18 @@ def check_precision(precision: str, device: str = "cpu") -> str:
     if precision == "fp16" and not device.startswith("cuda"):
         raise ValueError("precision 'fp16' is for GPUs; on the CPU use 'bf16' (or 'fp32')")
     return precision
+
+
+def allow_two_openmp_runtimes(platform: str = sys.platform, env=os.environ) -> bool:
+    """On macOS, set KMP_DUPLICATE_LIB_OK=TRUE unless set already; True when this call set it.
+
+    faiss-cpu's and torch's macOS wheels each bundle an OpenMP runtime (libomp); with both loaded
+    the second aborts the process ("OMP: Error #15") or Faiss crashes in a parallel search
+    (github.com/faiss-wheels/faiss-wheels/issues/73, whose maintainer gives this variable as the
+    workaround). It must be set before either library loads, so `import helpers` does it; Linux and
+    Windows are left alone.
+    """
+    if platform != "darwin" or "KMP_DUPLICATE_LIB_OK" in env:
+        return False
+    env["KMP_DUPLICATE_LIB_OK"] = "TRUE"
+    return True

@@ -30,6 +30,7 @@ from PIL import Image
 from .backbones import Backbone
 from .evaluate import median_seconds, recall_at_k
 from . import indexes
+from .indexes import normalize
 from .features import extract
 from .fileio import first_line
 from .images import MAX_PIXELS, open_rgb
@@ -105,9 +106,7 @@ def embed_upload(content: bytes, backbone: Backbone, name: str = "upload",
         if features.failures:
             raise UploadError(f"{name}: {features.failures[0][2]}")
         image = open_rgb(path, max_pixels)
-    vector = np.ascontiguousarray(features.vectors[:1], dtype=np.float32)
-    faiss.normalize_L2(vector)
-    return vector, image
+    return normalize(features.vectors[:1]), image
 
 
 def _jpeg(image: Image.Image, size: int) -> bytes:
@@ -162,8 +161,7 @@ class ExplorerModel:
         self.query: np.ndarray | None = None
         self.gallery_ids = self._pick_gallery(np.asarray(query_ids), gallery_size)
         rows = {int(q): i for i, q in enumerate(query_ids)}
-        self.gallery_vectors = np.ascontiguousarray(queries[[rows[q] for q in self.gallery_ids]], dtype=np.float32)
-        faiss.normalize_L2(self.gallery_vectors)
+        self.gallery_vectors = normalize(queries[[rows[q] for q in self.gallery_ids]])
 
     def add_index(self, name: str, index: faiss.Index, manifest: Manifest | None = None) -> None:
         """Offer one more index: a bundle loaded from disk, say, with the manifest its ids come

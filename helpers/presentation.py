@@ -1,17 +1,15 @@
-"""What a learner looks at: tables of measurements, plots, image grids, and the run report.
+"""What a learner looks at: tables of measurements, plots, image grids.
 
 Plotting and table code only; nothing here is part of a lesson.
 - `Table`: rows of measurements, shown as HTML in a notebook; `Comparison`: the side-by-side
   table of every index the notebooks measured, kept in a JSON file.
 - `plot_recall_qps`, `image_grid`, `samples_per_label`, `result_rows`: pictures.
-- `record` / `read_report`: what a notebook measured, for `make run`'s summary.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -231,30 +229,3 @@ def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores
                 items.append(manifest.abspath(int(i)))
                 titles.append(f"id {int(i)} {manifest.entry(i).label}\n{score_name} {float(s):.3f}")
     return image_grid(items, titles, ncols=k + 1)
-
-
-# ---------------------------------------------------------------- the run report
-
-def record(name: str, value: float | int | str, unit: str = "") -> None:
-    """Note a figure a notebook measured, for `make run`'s summary (every notebook's check cell).
-
-    Displays nothing; when SIMSEARCH_REPORT names a file (the runner sets it, with
-    SIMSEARCH_NOTEBOOK), appends one JSON line there with the notebook's name.
-    """
-    target = os.environ.get("SIMSEARCH_REPORT")
-    if not target:
-        return
-    if hasattr(value, "item"):
-        value = value.item()  # numpy scalars
-    line = {"notebook": os.environ.get("SIMSEARCH_NOTEBOOK", "?"), "name": name, "value": value,
-            "unit": unit}
-    with Path(target).open("a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
-
-
-def read_report(path: str | Path) -> list[dict]:
-    """The lines `record` wrote, in order (the runner's summary)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

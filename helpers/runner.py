@@ -1,7 +1,7 @@
 """The main job: execute every notebook headless, in order, into a build folder.
 
 Each executed copy is saved with its outputs as .ipynb and .html; what the notebooks measured
-(through `helpers.presentation.record`) is printed as a one-screen summary at the end. A
+(through `record`, in every notebook's check cell) is printed as a one-screen summary at the end. A
 notebook that fails, whose kernel dies or whose cell runs past the timeout gets a FAILED line
 saying which and why; the run goes on with the next notebook and always ends with the summary.
 What a kernel process prints itself (not its cells' outputs) goes to `<notebook>.kernel.log`.
@@ -9,6 +9,7 @@ What a kernel process prints itself (not its cells' outputs) goes to `<notebook>
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -18,11 +19,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .fileio import first_line
-from .presentation import read_report
 from .settings import REPO_ROOT, load_settings
 
 #: Seconds one cell may run before the notebook is stopped and reported as timed out.
 CELL_TIMEOUT_S = 3600
+
+
+# ---------------------------------------------------------------- the run report
+
+def record(name: str, value: float | int | str, unit: str = "") -> None:
+    """Note a figure a notebook measured, for `make run`'s summary (every notebook's check cell).
+
+    Displays nothing; when SIMSEARCH_REPORT names a file (the runner sets it, with
+    SIMSEARCH_NOTEBOOK), appends one JSON line there with the notebook's name.
+    """
+    target = os.environ.get("SIMSEARCH_REPORT")
+    if not target:
+        return
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalars
+    line = {"notebook": os.environ.get("SIMSEARCH_NOTEBOOK", "?"), "name": name, "value": value,
+            "unit": unit}
+    with Path(target).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def read_report(path: str | Path) -> list[dict]:
+    """The lines `record` wrote, in order (the runner's summary)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @dataclass

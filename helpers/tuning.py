@@ -34,9 +34,9 @@ import faiss
 import numpy as np
 
 from .evaluate import ground_truth, median_seconds, recall_at_k, recalls_at_k
-from .indexes import METRICS, search_knob, suggest_nlist
+from .indexes import METRICS, MIN_POINTS_PER_CENTROID, search_knob, suggest_nlist
 
-POINTS_PER_CENTROID = (39, 256)   # k-means: Faiss warns below 39 points a centroid and samples above 256
+POINTS_PER_CENTROID = (MIN_POINTS_PER_CENTROID, 256)   # k-means: Faiss warns below 39 points a centroid, samples above 256
 SMALL_N = 10_000                  # below this exact search is cheap enough (and PQ8 cannot train: 256 x 39 = 9,984)
 HNSW_MAX_N = 10_000_000           # HNSW above this takes hours to build on a CPU; IVF.._HNSW instead
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

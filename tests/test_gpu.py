@@ -210,3 +210,13 @@ def test_bench_gpu_without_a_gpu_says_so_in_one_line():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("\n") == 1 and "no GPU here" in run.stdout
+
+
+def test_two_openmp_runtimes_are_allowed_on_macos_only():
+    from helpers.devices import allow_two_openmp_runtimes
+
+    mac, linux, chosen = {}, {}, {"KMP_DUPLICATE_LIB_OK": "FALSE"}
+    assert allow_two_openmp_runtimes("darwin", mac) and mac == {"KMP_DUPLICATE_LIB_OK": "TRUE"}
+    assert not allow_two_openmp_runtimes("linux", linux) and linux == {}
+    assert not allow_two_openmp_runtimes("win32", linux) and linux == {}
+    assert not allow_two_openmp_runtimes("darwin", chosen) and chosen["KMP_DUPLICATE_LIB_OK"] == "FALSE"

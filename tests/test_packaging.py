@@ -1,6 +1,7 @@
 """The project's promises about set-up: one pinned list, clean notebooks, honest commands."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -91,4 +92,23 @@ def test_make_test_keeps_the_notebooks_together_in_order(pytestconfig):
     assert {root.xdist_scope(c) for c in cells} == {"notebooks"}
     assert root.xdist_scope("tests/test_store.py::test_build[IVF16,Flat]") == "tests/test_store.py"
     assert root.xdist_scope("tests/test_store.py::test_other") == "tests/test_store.py"
-    assert re.search(r"pytest -n 2 .*notebooks tests$", (REPO / "Makefile").read_text(), re.M)
+    from helpers.__main__ import TEST_COMMAND
+
+    assert re.search(r"^test:.*\n\t\$\(PY\) -m helpers test$", (REPO / "Makefile").read_text(), re.M)
+    assert TEST_COMMAND[:4] == ("-m", "pytest", "-n", "2") and TEST_COMMAND[-2:] == ("notebooks", "tests")
+
+
+def test_the_test_command_runs_without_make(tmp_path):
+    """`python -m helpers test` is `make test` where there is no make (Windows, a bare Python):
+    with nothing on PATH it still finds and collects every notebook and test file."""
+    import shutil
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": str(tmp_path)}
+    assert shutil.which("make", path=env["PATH"]) is None
+    done = subprocess.run([sys.executable, "-m", "helpers", "test", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "SIMSEARCH_SCALE=quick python -m pytest -n 2" in done.stdout
+    assert "notebooks/00_welcome.ipynb" in done.stdout and "tests/test_settings.py" in done.stdout

@@ -10,11 +10,11 @@ import pytest
 from helpers.runner import run_all
 
 CELLS = {
-    "01_ok": ["from helpers import presentation as show", "show.record('answer', 42, 'units')"],
+    "01_ok": ["from helpers.runner import record", "record('answer', 42, 'units')"],
     "02_error": ["raise ValueError('the claim did not hold')"],
     "03_dead_kernel": ["import os", "os._exit(1)"],
     "04_timeout": ["import time", "time.sleep(600)"],
-    "05_after": ["from helpers import presentation as show", "show.record('still ran', 1.5)"],
+    "05_after": ["from helpers.runner import record", "record('still ran', 1.5)"],
 }
 
 
