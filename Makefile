@@ -25,7 +25,9 @@ ifneq ($(shell $(PY) $(HEALTHY) 2>/dev/null && echo ok),ok)
 $(STAMP): FORCE
 endif
 
-$(STAMP): requirements.txt pyproject.toml
+REQUIREMENTS := requirements.txt requirements-scale.txt requirements-bench.txt requirements-dev.txt
+
+$(STAMP): $(REQUIREMENTS) pyproject.toml
 	@if $(PY) $(HEALTHY) 2>/dev/null; then :; \
 	elif [ -e $(VENV) ] && [ ! -f $(VENV)/pyvenv.cfg ]; then \
 	    echo "error: $(VENV) cannot be used (it needs Python 3.11+ with pip) and was not made by" \
@@ -45,7 +47,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@# (95 s + 35 s instead of 150-171 s on a 2-core machine). Not compiling at all costs far more
 	@# where PYTHONDONTWRITEBYTECODE is set (as on the course's build machine): every process would
 	@# compile its imports again.
-	$(PY) -m pip install --disable-pip-version-check --progress-bar on --no-compile $(PIP_SOURCE) -r requirements.txt -e .
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on --no-compile $(PIP_SOURCE) $(addprefix -r ,$(REQUIREMENTS)) -e .
 	@# as pip does, files that do not compile (torch ships a test file in Python 3.12 syntax) are skipped
 	@echo "compiling the installed packages' bytecode on every core"
 	@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null 2>&1 || :
@@ -78,7 +80,7 @@ practice: $(STAMP)
 # `pip wheel`, not `pip download`: packages published only as source (hnswlib) are compiled here
 # once, so the classroom needs no compiler; setuptools comes too, for `pip install -e .` offline.
 wheelhouse:
-	$(PYTHON) -m pip wheel --disable-pip-version-check --wheel-dir $(WHEELHOUSE) -r requirements.txt "setuptools>=61"
+	$(PYTHON) -m pip wheel --disable-pip-version-check --wheel-dir $(WHEELHOUSE) $(addprefix -r ,$(REQUIREMENTS)) "setuptools>=61"
 	@du -sh $(WHEELHOUSE)
 
 # the BLAS kernels helpers.blas chooses for this CPU, for Jupyter and every kernel it starts

@@ -157,7 +157,6 @@ def test_gpu_requirements_are_the_cpu_set_with_faiss_gpu():
     gpu_set = pins((REPO / "requirements-gpu.txt").read_text().splitlines())
     assert "faiss-cpu" not in gpu_set, "faiss-cpu and faiss-gpu are the same module: never both"
     assert gpu_set.pop("faiss-gpu") == cpu.pop("faiss-cpu")
-    cpu.pop("milvus-lite")   # it depends on faiss-cpu: the GPU route installs it with --no-deps
     assert gpu_set == cpu
     env = (REPO / "environment-gpu.yml").read_text().splitlines()
     assert any(l.strip() == f"- faiss-gpu={cpu_faiss_version()}" for l in env)

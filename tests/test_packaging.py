@@ -18,19 +18,39 @@ def pins(lines) -> dict[str, str]:
     return found
 
 
+REQUIREMENTS = ("requirements.txt", "requirements-scale.txt", "requirements-bench.txt", "requirements-dev.txt")
+
+
+def requirement_lines(name: str) -> list[str]:
+    return [l for l in (REPO / name).read_text().splitlines() if l.split("#", 1)[0].strip()]
+
+
 def test_requirements_pin_every_dependency():
-    lines = [l for l in (REPO / "requirements.txt").read_text().splitlines()
-             if l.split("#", 1)[0].strip()]
-    assert lines and len(pins(lines)) == len(lines), "every requirement must be pinned with =="
-    for name in ("torch", "torchvision", "faiss-cpu", "jupyterlab", "ipywidgets", "nbval", "pillow",
-                 "numpy", "matplotlib", "tqdm"):
-        assert name in pins(lines), name
+    for name in REQUIREMENTS:
+        lines = requirement_lines(name)
+        assert lines and len(pins(lines)) == len(lines), f"{name}: every requirement must be pinned with =="
+    core = pins(requirement_lines("requirements.txt"))
+    for name in ("torch", "torchvision", "faiss-cpu", "jupyterlab", "ipywidgets", "pillow", "numpy", "matplotlib", "tqdm"):
+        assert name in core, name
+    extras = {name: pins(requirement_lines(name)) for name in REQUIREMENTS[1:]}
+    assert {"ray", "pymilvus", "milvus-lite"} <= extras["requirements-scale.txt"].keys()
+    assert "hnswlib" in extras["requirements-bench.txt"], "published only as source: never in the core"
+    assert {"pytest", "nbval", "pytest-xdist"} <= extras["requirements-dev.txt"].keys()
+    everything = [n for pinned in [core, *extras.values()] for n in pinned]
+    assert len(everything) == len(set(everything)), "a package is pinned in one file only"
+
+
+def test_pyproject_installs_the_core_and_names_the_extras():
+    text = (REPO / "pyproject.toml").read_text()
+    assert 'dependencies = { file = ["requirements.txt"] }' in text
+    for extra in ("scale", "bench", "dev"):
+        assert f'optional-dependencies.{extra} = {{ file = ["requirements-{extra}.txt"] }}' in text
 
 
 def test_environment_yml_installs_the_same_pinned_set():
     env = (REPO / "environment.yml").read_text().splitlines()
     pip_section = env[[l.strip() for l in env].index("- pip:") + 1:]
-    assert pins(pip_section) == pins((REPO / "requirements.txt").read_text().splitlines())
+    assert pins(pip_section) == {k: v for name in REQUIREMENTS for k, v in pins(requirement_lines(name)).items()}
     assert any(l.strip() == "- -e ." for l in pip_section)
 
 
