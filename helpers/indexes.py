@@ -12,7 +12,7 @@ stage's parameter is `k_factor_rf`). This module only helps around them:
 - `layers`, `describe`, `metric_of`: what an index is made of (notebooks 05_product_quantization to 06_hnsw, 09_serialization).
 - `blas_threshold`: Faiss's switch between its two ways of computing distances, for exact search
   (notebook 03_flat_index) and for PQ's and OPQ's k-means training (notebook 05_product_quantization).
-- `search`: a batch search that returns ids, scores and the images' paths (notebook 10_search_explorer, the CLI).
+- `search`: a batch search that returns scores, ids (Faiss's order) and the images' paths (notebook 10_search_explorer, the CLI).
 """
 
 from __future__ import annotations
