@@ -224,11 +224,15 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _bundle_backbone(meta: dict, weights: str | None):
-    """The backbone a bundle records, with the weights file given (or SIMSEARCH_WEIGHTS) for ResNet50."""
-    from .backbones import load_backbone
+    """The backbone a bundle records, with the weights file given (or SIMSEARCH_WEIGHTS) for ResNet50;
+    a weights file given for a bundle of another backbone is refused, not ignored."""
+    from .backbones import BackboneError, load_backbone
     from .settings import load_settings
 
     name = meta["backbone"]["backbone"]
+    if weights and name != "resnet50":
+        raise BackboneError(f"--weights is for a ResNet50 bundle; this one was built with {name}, which "
+                            "takes no weights file: leave --weights out")
     weights = (weights or load_settings().weights) if name == "resnet50" else None
     return load_backbone(name, weights, verbose=False)
 

@@ -138,6 +138,12 @@ def test_unreadable_queries_and_bad_options_give_one_line(built, tmp_path):
     one_line_error(run_here("search", str(built["bundle"]), query, "--param", "nprobe=4"), "do not fit this index")
     one_line_error(run_here("search", str(built["bundle"]), query, "-k", "0"), "ask for at least one result")
     one_line_error(run_here("index", str(tmp_path / "m.csv"), "f.npy", "--out", str(tmp_path / "b")), "no such manifest file")
+    bogus = tmp_path / "w.pth"
+    bogus.write_bytes(b"not a weights file")
+    made_with = json.loads((built["bundle"] / "bundle.json").read_text())["backbone"]["backbone"]
+    # a weights file is never silently ignored: refused for another backbone, checked for ResNet50
+    one_line_error(run_here("search", str(built["bundle"]), query, "--weights", str(bogus)),
+                   "takes no weights file" if made_with != "resnet50" else "w.pth")
 
 
 def test_index_with_a_budget_and_a_recall_target_says_what_it_chose(built, tmp_path):
