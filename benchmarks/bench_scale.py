@@ -119,7 +119,7 @@ def bench_milvus(indexes: list[str], nprobe: int, ef: int) -> None:
             faiss.ParameterSpace().set_index_parameters(index, faiss_params)
             create_index(client, "bench", milvus_type, build)
             f_recall = recall_at_k(index.search(xq, k)[1], truth, k)
-            m_recall = recall_at_k(search(client, "bench", xq, k, milvus_params)[0], truth, k)
+            m_recall = recall_at_k(search(client, "bench", xq, k, milvus_params)[1], truth, k)
             f_qps = len(xq) / median_seconds(lambda: index.search(xq, k))
             m_qps = len(xq) / median_seconds(lambda: search(client, "bench", xq, k, milvus_params))
             print(f"{milvus_type} {build} {milvus_params}: recall@10 Faiss {f_recall:.4f}, Milvus Lite {m_recall:.4f}; "

@@ -398,7 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("features", help="features .npy written by the features command from that manifest")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically if it exists)")
     p.add_argument("--factory", help="faiss.index_factory string, e.g. 'IVF1024,Flat' or 'HNSW32' (default: "
-                                     "Flat under 20,000 vectors, else IVF with nlist = 4*sqrt(N))")
+                                     "Flat under 20,000 vectors, else IVF with helpers.indexes.suggest_nlist(N) lists)")
     p.add_argument("--metric", choices=INDEX_METRICS, default="cosine",
                    help="cosine: L2-normalised vectors, inner product (default); l2: squared Euclidean")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",

@@ -136,7 +136,7 @@ def extract(manifest: Manifest, backbone: Backbone, *, batch_size: int | None = 
 
     device: 'auto' (devices.pick_device: a CUDA GPU, else Apple's mps, else the CPU), 'cpu', 'cuda' or 'mps'.
     batch_size, num_workers: None picks the device's default: on the CPU batches of 8 decoded
-    in the main process; on a GPU batches of 64 decoded by one DataLoader worker per CPU core.
+    in the main process (Apple's mps too); on a CUDA GPU batches of 64 decoded by one DataLoader worker per CPU core.
     precision: 'fp32'; 'bf16' (autocast: faster on CPUs with native bfloat16, slower on
     others; the features move slightly, see the module docstring); 'fp16' (GPU only).
     jpeg_draft: decode JPEGs at reduced scale when the backbone's resize would shrink them
@@ -231,7 +231,7 @@ def load_or_extract(manifest: Manifest, backbone: Backbone, cache_dir: str | Pat
     """Cached features when they match exactly, else a fresh extraction (saved to the cache).
 
     Returns the features and a status: "cache hit", or "cache miss: <why>". `kw` goes to
-    `extract`; a cache must match its normalize, precision and device type (cpu or cuda) as well
+    `extract`; a cache must match its normalize, precision and device type (cpu, cuda or mps) as well
     as the manifest content, backbone, weights and preprocessing.
     """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .devices import cpu_cores, pick_device
-from .indexes import METRICS
+from .indexes import faiss_metric
 
 import numpy as np
 
@@ -116,8 +116,7 @@ def torch_knn(xb, xq, k: int, metric: str = "cosine", device: str = "auto",
     import torch
     import torch.nn.functional as F
 
-    if metric not in METRICS:
-        raise ValueError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
+    faiss_metric(metric)   # ValueError naming the metrics for any other
     dev = torch.device(pick_device(device))
     xb, xq = (torch.as_tensor(x) for x in (xb, xq))
     if xb.ndim != 2 or xq.ndim != 2 or xb.shape[1] != xq.shape[1]:

@@ -89,7 +89,7 @@ class Comparison:
     ends with the indexes of 03-06 side by side, each measured when its notebook last ran.
     """
 
-    COLUMNS = ("index", "recall@10", "QPS", "QPS 1-by-1", "memory MB", "train s", "add s")
+    COLUMNS = ("index", "recall@10", "1-recall@1", "QPS", "QPS 1-by-1", "memory MB", "train s", "add s")
 
     def __init__(self, path):
         self.path = Path(path)

@@ -89,8 +89,8 @@ def set_search_parameters(index: faiss.Index, params: str) -> None:
 
 def default_factory(n: int) -> tuple[str, str]:
     """The index (factory string, search parameters) built for `n` vectors when none is named:
-    exact search below FLAT_LIMIT vectors, else IVF with `suggest_nlist(n)` lists (4*sqrt(n),
-    kept within what n vectors train at 39 points a list) visiting 32 of them; tune nprobe for
+    exact search below FLAT_LIMIT vectors, else IVF with `suggest_nlist(n)` lists (the course's one
+    nlist rule) visiting 32 of them; tune nprobe for
     your recall target as notebook 08_tuning does. The one place this choice is made."""
     if n < FLAT_LIMIT:
         return "IDMap,Flat", ""

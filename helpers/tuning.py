@@ -36,7 +36,6 @@ import numpy as np
 from .evaluate import ground_truth, median_seconds, recall_at_k, recalls_at_k
 from .indexes import METRICS, MIN_POINTS_PER_CENTROID, search_knob, suggest_nlist
 
-POINTS_PER_CENTROID = (MIN_POINTS_PER_CENTROID, 256)   # k-means: Faiss warns below 39 points a centroid, samples above 256
 SMALL_N = 10_000                  # below this exact search is cheap enough (and PQ8 cannot train: 256 x 39 = 9,984)
 HNSW_MAX_N = 10_000_000           # HNSW above this takes hours to build on a CPU; IVF.._HNSW instead
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -187,15 +186,15 @@ def _candidates(n: int, d: int, target: float):
         yield ("IDMap,HNSW32,Flat", 0, "efSearch", EF_SEARCH, "",
                "the budget holds the vectors and 32 links each: HNSW is the fastest accurate index (guidelines)")
     yield (f"{ivf},Flat", _train_size(n, nlist), "nprobe", probes, "",
-           f"the full vectors fit but not a graph: IVF with nlist={nlist} (4*sqrt(N), at most N/39) stores them in cells")
+           f"the full vectors fit but not a graph: IVF with nlist={nlist} (indexes.suggest_nlist) stores them in cells")
     yield (f"{ivf},SQfp16", _train_size(n, nlist), "nprobe", probes, "",
            "the full vectors do not fit: 16-bit floats halve them and lose almost nothing")
     for code, bits in (("SQ8", 8), ("SQ6", 6), ("SQ4", 4)):
         yield (f"{ivf},{code}", _train_size(n, nlist), "nprobe", probes, "",
                f"the full vectors do not fit: {bits} bits a dimension ({bits}/32 of float32) keep recall high "
                "and train in a moment")
-    if n < POINTS_PER_CENTROID[0] * 256:
-        top = max(1, int(math.log2(max(2, n // POINTS_PER_CENTROID[0]))))
+    if n < MIN_POINTS_PER_CENTROID * 256:
+        top = max(1, int(math.log2(max(2, n // MIN_POINTS_PER_CENTROID))))
         codes = sorted(((m, b) for m in (64, 32, 16, 8, 4, 2, 1) if d % m == 0
                         for b in range(top, min(top, 4) - 1, -1)),
                        key=lambda mb: -mb[0] * mb[1])   # most bits a code first; fewer bits, smaller codebooks

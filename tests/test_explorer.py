@@ -221,3 +221,18 @@ def test_explorer_refuses_empty_inputs(world):
         SearchExplorer({}, exact, manifest, fs.vectors, fs.ids)
     with pytest.raises(ValueError, match="same length"):
         SearchExplorer(indexes, exact, manifest, fs.vectors[:2], fs.ids)
+
+
+def test_the_model_searches_without_any_widget(world):
+    """ExplorerModel is the app without ipywidgets: a query, an index, k and a knob give `shown`."""
+    from helpers.explorer import ExplorerModel
+
+    indexes, exact, manifest, fs = world
+    model = ExplorerModel(indexes, exact, manifest, fs.vectors, fs.ids)
+    assert not hasattr(model, "widget") and model.shown is None
+    model.query = model.gallery_vectors[:1]
+    shown = model.search("Flat", 5)
+    assert shown is model.shown and shown.recall == 1.0 and shown.knob == ""
+    assert np.array_equal(shown.ids, shown.exact_ids)
+    assert model.search("IVF", 5, "nprobe=1").knob == "nprobe=1"
+    assert faiss.extract_index_ivf(indexes["IVF"]).nprobe == 1, "the knob reaches Faiss"
