@@ -24,6 +24,10 @@ def pytest_configure(config):
     start inherit the setting."""
     if config.getoption("numprocesses", None):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Milvus Lite's gRPC core logs keepalive notices ("too_many_pings") straight to file
+    # descriptor 2, at any later moment: in a test of what another command prints on stderr,
+    # that is another test's noise.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
 @pytest.hookimpl(optionalhook=True)
