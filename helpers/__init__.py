@@ -8,7 +8,7 @@ layer or those below it (tests/test_layers.py keeps it so).
 __version__ = "0.1.0"
 
 LAYERS = (
-    ("settings", "fileio", "images", "indexes", "blas", "devices"),   # 1: no course module below them
+    ("settings", "fileio", "images", "indexes", "blas", "devices", "bootstrap"),   # 1: no course module below them
     ("manifest", "datasets", "backbones", "distractors"),             # 2: data, models, the haystack model
     ("features", "decoding", "presentation"),                         # 3: vectors out of images; showing them
     ("evaluate", "scale_ray", "scale_milvus", "runner", "practice"),  # 4: measuring; past one machine; tools

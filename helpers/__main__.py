@@ -329,6 +329,16 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch_cells(args: argparse.Namespace) -> int:
+    from .bootstrap import repository_url, write_launch_cells
+
+    url = repository_url()
+    changed = write_launch_cells(url=url)
+    print(f"{len(changed)} notebook(s) updated; launch links "
+          + (f"to {url}" if url else "left out: pyproject.toml names no [project.urls] Repository"))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from .runner import run_all
     from .settings import SettingsError
@@ -442,6 +452,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="build the sample data set the settings name (SIMSEARCH_DATASET)")
     p.set_defaults(func=_data)
+
+    p = sub.add_parser("launch-cells", help="write the Colab/Kaggle links and the first cell into every "
+                       "notebook, from pyproject.toml's repository URL")
+    p.set_defaults(func=_launch_cells)
 
     p = sub.add_parser("run", help="execute every notebook headless into build/notebooks and summarise")
     p.set_defaults(func=_run)

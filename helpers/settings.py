@@ -9,9 +9,11 @@
 | SIMSEARCH_WEIGHTS    | a local ResNet50 weights file (optional)             | unset            |
 | SIMSEARCH_HAYSTACK   | `synthetic` distractors or `real` images (helpers.haystack) | synthetic |
 
-A relative path in any of them is read from the project root (the folder holding `helpers/`),
-so a setting means the same folder in Jupyter (which runs in `notebooks/`), on the command line
-and under `make`, whatever the current folder. The backbone's name is checked where it is loaded,
+A relative path in any of them is read from the project root: the checkout holding `helpers/`
+(with its pyproject.toml), or, where the package is installed from a wheel (Colab, Kaggle:
+helpers.bootstrap), the folder Python started in. So in a checkout a setting means the same
+folder in Jupyter (which runs in `notebooks/`), on the command line and under `make`, whatever
+the current folder. The backbone's name is checked where it is loaded,
 against the registry (`helpers.backbones.load_backbone`), so that adding a backbone is one entry.
 """
 
@@ -21,7 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+_CHECKOUT = Path(__file__).resolve().parent.parent
+REPO_ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path.cwd()
 SCALES = ("quick", "full")
 BUILTIN_DATASETS = ("photo_variants", "fashion_mnist")
 HAYSTACKS = ("synthetic", "real")
