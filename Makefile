@@ -25,7 +25,7 @@ ifneq ($(shell $(PY) $(HEALTHY) 2>/dev/null && echo ok),ok)
 $(STAMP): FORCE
 endif
 
-REQUIREMENTS := requirements.txt requirements-scale.txt requirements-bench.txt requirements-dev.txt
+REQUIREMENTS := requirements.txt requirements-scale.txt requirements-bench.txt requirements-dev.txt requirements-teach.txt
 
 $(STAMP): $(REQUIREMENTS) pyproject.toml
 	@if $(PY) $(HEALTHY) 2>/dev/null; then :; \

@@ -18,7 +18,8 @@ def pins(lines) -> dict[str, str]:
     return found
 
 
-REQUIREMENTS = ("requirements.txt", "requirements-scale.txt", "requirements-bench.txt", "requirements-dev.txt")
+REQUIREMENTS = ("requirements.txt", "requirements-scale.txt", "requirements-bench.txt", "requirements-dev.txt",
+                "requirements-teach.txt")
 
 
 def requirement_lines(name: str) -> list[str]:
