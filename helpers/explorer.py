@@ -14,6 +14,7 @@ widget values, read what it renders.
 
 from __future__ import annotations
 
+import base64
 import functools
 import html
 import io
@@ -117,6 +118,12 @@ def _jpeg(image: Image.Image, size: int) -> bytes:
     return out.getvalue()
 
 
+def _picture(jpeg: bytes, alt: str, width: int) -> widgets.HTML:
+    """A JPEG thumbnail as an `<img>` with alternative text (ipywidgets' Image has no alt)."""
+    data = base64.b64encode(jpeg).decode()
+    return widgets.HTML(f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}" width="{width}"/>')
+
+
 def _tile(image: widgets.Widget, caption: str, width: int) -> widgets.VBox:
     return widgets.VBox([image, widgets.HTML(caption)],
                         layout=widgets.Layout(width=f"{width + 12}px", align_items="center", margin="2px"))
@@ -218,8 +225,9 @@ def _result_tiles(shown: Shown, manifest: Manifest) -> list[widgets.Widget]:
             tiles.append(_tile(_placeholder("no result", THUMB), f"{rank}. none", THUMB))
             continue
         if i in manifest:
-            image = widgets.Image(value=_thumb(manifest.abspath(i)), format="jpeg", width=THUMB)
-            what = html.escape(manifest.entry(i).label)
+            label = manifest.entry(i).label
+            image = _picture(_thumb(manifest.abspath(i)), f"result {rank}: id {i}, {label}, cosine {score:.3f}", THUMB)
+            what = html.escape(label)
         else:
             image, what = _placeholder("synthetic distractor (a vector, no image)", THUMB), "distractor"
         tiles.append(_tile(image, f'<span style="color:{colour}">{rank}. {what}<br>cosine {score:.3f}</span>', THUMB))
@@ -232,7 +240,7 @@ def _gallery(manifest: Manifest, ids: list[int], select) -> tuple[widgets.Box, l
                               layout=widgets.Layout(width=f"{THUMB + 8}px")) for q in ids]
     for i, button in enumerate(buttons):
         button.on_click(lambda _, i=i: select(i))
-    box = widgets.Box([widgets.VBox([widgets.Image(value=_thumb(manifest.abspath(q)), format="jpeg", width=THUMB), b],
+    box = widgets.Box([widgets.VBox([_picture(_thumb(manifest.abspath(q)), f"query {q}: {manifest.entry(q).label}", THUMB), b],
                                     layout=widgets.Layout(align_items="center", margin="2px"))
                        for q, b in zip(ids, buttons)], layout=widgets.Layout(flex_flow="row wrap"))
     return box, buttons
@@ -282,7 +290,7 @@ class SearchExplorer(ExplorerModel):
                                    continuous_update=False)
         self.knob = widgets.IntSlider(value=1, min=1, max=1, description="knob", continuous_update=False)
         self.status = widgets.HTML("")
-        self.query_image = widgets.Image(format="jpeg", width=QUERY_THUMB)
+        self.query_image = widgets.HTML("")
         self.query_caption = widgets.HTML("")
         self.results = widgets.Box(layout=widgets.Layout(flex_flow="row wrap"))
         for w, name in ((self.gallery, "gallery"), (self.upload, "upload"), (self.message, "message"),
@@ -302,7 +310,7 @@ class SearchExplorer(ExplorerModel):
             button.button_style = "info" if j == i else ""
         self.message.value = ""
         self._set_query(self.gallery_vectors[i:i + 1], _thumb(self.manifest.abspath(q), QUERY_THUMB),
-                        f"query: id {q}, {html.escape(self.manifest.entry(q).label)}")
+                        f"query: id {q}, {self.manifest.entry(q).label}")
 
     def use_upload(self, content: bytes, name: str) -> bool:
         """Use an uploaded file as the query; a bad file leaves a one-line message instead."""
@@ -317,7 +325,7 @@ class SearchExplorer(ExplorerModel):
         for button in self.gallery_buttons:
             button.button_style = ""
         self.message.value = f"searching with your photo {html.escape(name)}"
-        self._set_query(vector, _jpeg(image, QUERY_THUMB), f"query: {html.escape(name)} (uploaded)")
+        self._set_query(vector, _jpeg(image, QUERY_THUMB), f"query: {name} (uploaded)")
         return True
 
     def add_index(self, name: str, index: faiss.Index, manifest: Manifest | None = None) -> None:
@@ -325,9 +333,10 @@ class SearchExplorer(ExplorerModel):
         self.index_picker.options = list(self.indexes)
 
     def _set_query(self, vector: np.ndarray, thumb: bytes, caption: str) -> None:
+        """caption: plain text, the image's alternative text too."""
         self.query = vector
-        self.query_image.value = thumb
-        self.query_caption.value = caption
+        self.query_image.value = _picture(thumb, caption, QUERY_THUMB).value
+        self.query_caption.value = html.escape(caption)
         self.refresh()
 
     def _on_upload(self, change) -> None:

@@ -4,15 +4,22 @@ Plotting and table code only; nothing here is part of a lesson.
 - `Table`: rows of measurements, shown as HTML in a notebook; `Comparison`: the side-by-side
   table of every index the notebooks measured, kept in a JSON file.
 - `plot_recall_qps`, `image_grid`, `samples_per_label`, `result_rows`: pictures.
+- `describe`: alternative text read from what a figure draws. In a notebook every matplotlib
+  figure (the course's and a notebook's own) is also shown as an `<img>` carrying that text on an
+  opaque white background (`figure_html`), so a screen reader has words for it and a dark theme
+  cannot hide its black labels.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
@@ -229,3 +236,107 @@ def result_rows(manifest: Manifest, query_ids: Sequence[int], result_ids, scores
                 items.append(manifest.abspath(int(i)))
                 titles.append(f"id {int(i)} {manifest.entry(i).label}\n{score_name} {float(s):.3f}")
     return image_grid(items, titles, ncols=k + 1)
+
+
+# ---------------------------------------------------------------- alternative text
+
+MAX_ITEMS = 12   # series or tiles listed in a figure's alternative text before "and N more"
+
+
+def _span(values) -> str:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return "no values"
+    lo, hi = values.min(), values.max()
+    return _fmt(lo) if lo == hi else f"{_fmt(lo)} to {_fmt(hi)}"
+
+
+def _listed(items: list[str]) -> str:
+    more = len(items) - MAX_ITEMS
+    return "; ".join(items[:MAX_ITEMS]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _series(ax) -> list[str]:
+    """Each drawn series of a chart: lines (axvline/axhline as one value), scatters, bars."""
+    found = []
+    for line in ax.get_lines():
+        name = line.get_label() if not line.get_label().startswith("_") else "a line"
+        x, y = line.get_xdata(), line.get_ydata()
+        if line.get_transform() == ax.get_xaxis_transform():
+            found.append(f"{name}: a vertical line at x = {_fmt(float(x[0]))}")
+        elif line.get_transform() == ax.get_yaxis_transform():
+            found.append(f"{name}: a horizontal line at y = {_fmt(float(y[0]))}")
+        else:
+            found.append(f"{name}: {len(x)} points, x {_span(x)}, y {_span(y)}")
+    for points in ax.collections:
+        xy = np.asarray(points.get_offsets(), dtype=float).reshape(-1, 2)
+        if len(xy):
+            name = points.get_label() if not points.get_label().startswith("_") else "points"
+            found.append(f"{name}: {len(xy)} points, x {_span(xy[:, 0])}, y {_span(xy[:, 1])}")
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    for bars in ax.containers:
+        heights = [p.get_height() for p in bars.patches]
+        if len(names) == len(heights) and all(names):   # named bars: each name with its height
+            found.append("bars " + _listed([f"{n} {_fmt(float(h))}" for n, h in zip(names, heights)]).replace("; ", ", "))
+        else:
+            found.append(f"{len(heights)} bars, heights {_span(heights)}")
+    return found
+
+
+def _chart(ax) -> str:
+    def axis(name, label, scale):
+        return f"{name} axis {label or 'unlabelled'}" + (" (log scale)" if scale == "log" and "log" not in label else "")
+
+    title = ax.get_title()
+    return (f"chart{f' {title!r}' if title else ''}: {axis('x', ax.get_xlabel(), ax.get_xscale())}; "
+            f"{axis('y', ax.get_ylabel(), ax.get_yscale())}; {_listed(_series(ax)) or 'nothing drawn'}")
+
+
+def describe(fig) -> str:
+    """Alternative text for a figure, read from what it draws: its title; each chart's axes
+    (label, range, log scale) and series (points, x and y ranges); each image tile's title."""
+    charts, tiles = [], []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        if ax.axison and (ax.lines or ax.collections or ax.containers or ax.patches):
+            charts.append(_chart(ax))
+        elif ax.images or ax.texts:
+            words = " ".join(filter(None, [ax.get_title(), *(t.get_text() for t in ax.texts)])) or "untitled"
+            tiles.append(("image: " if ax.images else "") + " ".join(words.split()))
+    parts = [fig._suptitle.get_text()] if fig._suptitle is not None and fig._suptitle.get_text() else []
+    parts += charts
+    if tiles:
+        parts.append(f"{len(tiles)} image tiles: {_listed(tiles)}")
+    return ". ".join(parts) or "an empty figure"
+
+
+def figure_html(fig) -> str:
+    """The figure as an `<img>` with `describe`'s alternative text, on an opaque white background."""
+    buffer, alpha = io.BytesIO(), fig.patch.get_alpha()
+    fig.patch.set_alpha(1)        # Jupyter's inline backend makes figures transparent
+    try:
+        fig.savefig(buffer, format="png", bbox_inches="tight", facecolor="white")
+    finally:
+        fig.patch.set_alpha(alpha)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(describe(fig))}" style="max-width:100%"/>'
+
+
+def _show_figures_with_alt_text() -> None:
+    """In IPython, display every matplotlib figure through `figure_html` as well (front ends
+    prefer HTML to the PNG the inline backend adds)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        # the inline backend, activated when pyplot first loads it, drops every formatter registered
+        # for Figure (IPython's select_figure_formats): load it first
+        plt.switch_backend(matplotlib.get_backend())
+        shell.display_formatter.formatters["text/html"].for_type(plt.Figure, figure_html)
+
+
+_show_figures_with_alt_text()

@@ -4,12 +4,16 @@
 `jupyter lab` on a free loopback port with a random token, over a copy of the notebooks (so
 nothing is saved into notebooks/), runs notebook 10 through the page in quick scale, checks
 that no cell failed, that the explorer's widgets rendered and that moving its k slider changes
-the results shown, then opens every other notebook and checks that it renders. Screenshots go
-to build/browser/. With no Chromium it fails, it does not skip: `apt-get install chromium`.
+the results shown, then opens every other notebook and checks that it renders. Figures everyone
+can read: axe-core (bundled by axe-playwright-python) finds no image without alternative text in
+notebook 10's outputs in the page, nor in the HTML of notebooks 01 and 04 executed here; and in
+JupyterLab's dark theme the executed notebook 04's figures keep a white background. Screenshots
+go to build/browser/. With no Chromium it fails, it does not skip: `apt-get install chromium`.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -19,9 +23,11 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
+from helpers.runner import execute
 from helpers.settings import REPO_ROOT
 
 pytestmark = pytest.mark.browser
@@ -35,6 +41,22 @@ LAB_SETTINGS = {        # every cell in the page (no virtual scrolling), no auto
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false"},
 }
+
+
+FIGURE_NOTEBOOKS = ("01_data_manifest", "04_ivf")   # image grids; charts
+IMAGE_RULES = ["image-alt", "input-image-alt", "object-alt", "role-img-alt", "svg-img-alt"]   # axe-core rule ids
+
+
+def image_alt_violations(page, context=None) -> list[str]:
+    """axe-core's rules on images' alternative text, run in the page: one line a failing element."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, context=context, options={"runOnly": {"type": "rule", "values": IMAGE_RULES}})
+    return [f"{v['id']}: {node['html'][:160]}" for v in results.response["violations"] for node in v["nodes"]]
+
+
+def luminance(rgb) -> float:
+    return 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
 
 
 def free_port() -> int:
@@ -110,6 +132,17 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory) -> Path:
+    """Notebooks 01 and 04 executed headless in quick scale (`make run`'s runner): .ipynb and .html."""
+    out = tmp_path_factory.mktemp("executed")
+    with mock.patch.dict(os.environ, {"SIMSEARCH_SCALE": "quick"}):
+        for name in FIGURE_NOTEBOOKS:
+            run = execute(REPO_ROOT / "notebooks" / f"{name}.ipynb", out, out / "report.jsonl")
+            assert run.error is None, f"{name}: {run.error}"
+    return out
+
+
 def open_notebook(browser, lab, name: str):
     base, token, _ = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
@@ -170,6 +203,8 @@ def test_explorer_notebook_runs_in_the_page_and_reacts(browser, lab):
     assert status.inner_text() != before_status
     page.locator(".simsearch-results").first.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "10_after_k_slider.png"))
+    assert page.locator(".jp-OutputArea img").count() >= 12, "the explorer's thumbnails are images"
+    assert image_alt_violations(page, context=".jp-OutputArea") == [], "an output image has no alternative text"
     page.close()
 
 
@@ -189,3 +224,48 @@ def test_every_other_notebook_renders(browser, lab):
         assert cells.count() == want, f"{name}: {cells.count()} of {want} cells rendered"
         page.screenshot(path=str(SHOTS / f"{Path(name).stem}.png"))
         page.close()
+
+
+def test_executed_notebooks_figures_have_alternative_text(browser, executed):
+    page = browser.new_page()
+    for name in FIGURE_NOTEBOOKS:
+        page.goto((executed / f"{name}.html").as_uri(), wait_until="domcontentloaded")
+        images = page.locator(".jp-OutputArea-output img")
+        assert images.count() >= 1, f"{name}: no figure in the executed notebook"
+        alts = images.evaluate_all("imgs => imgs.map(i => i.getAttribute('alt') || '')")
+        print(f"{name}: {len(alts)} figures; first alt text: {alts[0][:200]}")
+        assert all(alt.strip() and not alt.startswith("No description") for alt in alts), alts
+        assert image_alt_violations(page) == [], f"{name}: axe found images without alternative text"
+    page.close()
+
+
+def test_figures_stay_legible_in_the_dark_theme(browser, lab, executed):
+    """The executed notebook 04 in JupyterLab Dark: the page is dark, each figure's own background
+    white (its black labels readable), measured on the screenshot's pixels."""
+    from PIL import Image
+
+    shutil.copy(executed / "04_ivf.ipynb", lab[2] / "dark_04_ivf.ipynb")
+    page = open_notebook(browser, lab, "dark_04_ivf.ipynb")
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Dark").first.click()
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+    figures = page.locator(".jp-OutputArea-output img")
+    assert figures.count() >= 1, "no figure in the executed notebook 04"
+    figures.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / "04_dark_theme.png"))
+    notebook_bg = page.evaluate("() => getComputedStyle(document.querySelector('.jp-Notebook')).backgroundColor")
+    channels = [int(c) for c in notebook_bg[notebook_bg.index("(") + 1:notebook_bg.index(")")].split(",")[:3]]
+    assert luminance(channels) < 80, f"the dark theme is not on: notebook background {notebook_bg}"
+    for i in range(figures.count()):
+        shot = figures.nth(i)
+        shot.scroll_into_view_if_needed()
+        picture = Image.open(io.BytesIO(shot.screenshot())).convert("RGB")
+        w, h = picture.size
+        corners = [picture.getpixel(xy) for xy in ((1, 1), (w - 2, 1), (1, h - 2), (w - 2, h - 2))]
+        assert min(luminance(c) for c in corners) > 230, f"figure {i}: corners {corners} are not white"
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").first.click()   # back to the light theme
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.hover()
+    page.locator(".lm-Menu-itemLabel", has_text="JupyterLab Light").first.click()
+    page.close()
