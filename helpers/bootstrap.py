@@ -122,18 +122,18 @@ def _pip_install(requirements: list[str]) -> subprocess.CompletedProcess:
         os.unlink(f.name)
 
 
-def setup(scale: str = "quick") -> list[str]:
-    """On Colab or Kaggle: install what `missing` lists, make it importable without a restart and
-    default SIMSEARCH_SCALE to `scale`; returns what was installed. Elsewhere: nothing, [].
+def setup(scale: str = "quick") -> None:
+    """On Colab or Kaggle: install what `missing` lists, make it importable without a restart,
+    default SIMSEARCH_SCALE to `scale`, and say in one line what it did. Elsewhere: nothing.
     Raises RuntimeError (one line, pip's last line) when pip cannot install without changing the host."""
     service = host()
     if service is None:
-        return []
+        return
     os.environ.setdefault("SIMSEARCH_SCALE", scale)
     wanted = missing(core_pins())
     if not wanted:
         print(f"{service}: everything the course needs is installed (the host's own versions are kept)")
-        return []
+        return
     done = _pip_install(wanted)
     if done.returncode and any(r.startswith(FAISS_GPU) for r in wanted):
         print(f"{service}: no faiss-gpu wheel fits this host ({_last_line(done)}): installing faiss-cpu")
@@ -144,7 +144,6 @@ def setup(scale: str = "quick") -> list[str]:
     importlib.invalidate_caches()
     print(f"{service}: installed {', '.join(wanted)} (scale {os.environ['SIMSEARCH_SCALE']}; "
           "the host's torch, torchvision and numpy kept)")
-    return wanted
 
 
 def _last_line(done: subprocess.CompletedProcess) -> str:
