@@ -17,7 +17,7 @@ WHEELHOUSE ?= build/wheelhouse
 WHEELS ?=
 PIP_SOURCE := $(if $(WHEELS),--no-index --find-links $(WHEELS))
 
-.PHONY: install data haystack-data run test browser-test practice wheelhouse lab clean gpu-check gpu-wheels FORCE
+.PHONY: install data haystack-data run test browser-test practice assignments site wheelhouse lab clean gpu-check gpu-wheels FORCE
 
 # a venv that no longer runs (Python removed or upgraded under it) is rebuilt even when its
 # stamp looks up to date
@@ -76,6 +76,18 @@ browser-test: $(STAMP)
 # Learner copies in build/practice/: exercise solutions removed, exercise cells blanked.
 practice: $(STAMP)
 	$(PY) -m helpers.practice notebooks build/practice
+
+# nbgrader assignments in build/nbgrader/ (source/ and release/, one per notebook; needs the extra
+# "teach"). CHECK=1 also autogrades every teacher's copy (full marks) and blank copy (0) in quick
+# scale, in build/nbgrader-check/.
+assignments: $(STAMP)
+	$(PY) -m helpers.assignments notebooks build/nbgrader $(if $(CHECK),--check)
+
+# The course as a website in build/site/html/ from the notebooks `make run` executed (build/notebooks/),
+# built offline (Sphinx, myst-nb, sphinx-book-theme: the extra "teach"); fails on a build warning, a
+# broken link or anything a page would fetch from another host.
+site: $(STAMP)
+	$(PY) -m helpers.site build/notebooks build/site
 
 # `pip wheel`, not `pip download`: packages published only as source (hnswlib) are compiled here
 # once, so the classroom needs no compiler; setuptools comes too, for `pip install -e .` offline.

@@ -11,7 +11,7 @@ LAYERS = (
     ("settings", "fileio", "images", "indexes", "blas", "devices", "bootstrap"),   # 1: no course module below them
     ("manifest", "datasets", "backbones", "distractors"),             # 2: data, models, the haystack model
     ("features", "decoding", "presentation"),                         # 3: vectors out of images; showing them
-    ("evaluate", "scale_ray", "scale_milvus", "runner", "practice"),  # 4: measuring; past one machine; tools
+    ("evaluate", "scale_ray", "scale_milvus", "runner", "practice", "assignments", "site"),  # 4: measuring; past one machine; tools
     ("tuning", "explorer", "database", "haystack", "gpu", "course"),  # 5: what the notebooks drive
     ("store",),                                                       # 6: bundles
     ("__main__",),                                                    # 7: the command line

@@ -38,15 +38,20 @@ class PracticeCopy:
     cells_blanked: int
 
 
-def blank_exercise(source: str) -> str:
-    """An exercise cell's leading comment lines (the question), then an empty place to write."""
+def split_exercise(source: str) -> tuple[str, str]:
+    """An exercise cell as (its leading comment lines: the question, the code after them)."""
     lines = source.splitlines(keepends=True)
     head = []
     for line in lines:
         if not line.lstrip().startswith("#"):
             break
         head.append(line if line.endswith("\n") else line + "\n")
-    return "".join(head) + PROMPT
+    return "".join(head), "".join(lines[len(head):])
+
+
+def blank_exercise(source: str) -> str:
+    """An exercise cell's leading comment lines (the question), then an empty place to write."""
+    return split_exercise(source)[0] + PROMPT
 
 
 def learner_copy(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, int, int]:
