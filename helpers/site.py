@@ -55,8 +55,10 @@ def build_site(executed: Path = REPO_ROOT / "build" / "notebooks", out: Path = R
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(html, ignore_errors=True)
     src.mkdir(parents=True)
-    for name in notebooks:
-        shutil.copy(Path(executed) / name, src / name)
+    for name in notebooks:   # without the widgets' saved state: no page can run a widget (conf.py)
+        nb = json.loads((Path(executed) / name).read_text(encoding="utf-8"))
+        nb.get("metadata", {}).pop("widgets", None)
+        (src / name).write_text(json.dumps(nb), encoding="utf-8")
     (src / "index.md").write_text(index_page(notebooks), encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
                            "-c", str(CONF), str(src), str(html)], capture_output=True, text=True)

@@ -33,6 +33,8 @@ def executed_copy(folder):
     nb = json.loads(nb_path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     code[1]["outputs"], code[2]["outputs"] = [figure, widget], [stream]
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {   # as nbclient saves it
+        "state": {"abc": {"model_name": "IntProgressModel", "state": {"value": 3}}}, "version_major": 2, "version_minor": 0}}
     nb_path.write_text(json.dumps(nb))
     return folder, show.describe(fig)
 
@@ -63,6 +65,7 @@ def test_outputs_render_figures_with_alt_text_and_widgets_as_text(built):
     page = (html / "04_ivf.html").read_text()
     assert f'alt="{alt}"'.replace("'", "&#x27;") in page
     assert "progress bar (a widget)" in page and "recall@10 0.9" in page
+    assert "widget-state+json" not in page, "no widget state: nothing on the page could use it"
 
 
 def test_the_checks_find_a_fetched_script_a_missing_file_and_a_missing_anchor(tmp_path):
