@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
+from matplotlib.collections import PathCollection
+from matplotlib.container import BarContainer, ErrorbarContainer
 import numpy as np
 from PIL import Image
 
@@ -260,8 +262,10 @@ def _listed(items: list[str]) -> str:
 def _series(ax) -> list[str]:
     """Each drawn series of a chart: lines (axvline/axhline as one value), scatters, bars."""
     found = []
+    errorbar_label = {c.lines[0]: c.get_label() for c in ax.containers if isinstance(c, ErrorbarContainer)}
     for line in ax.get_lines():
-        name = line.get_label() if not line.get_label().startswith("_") else "a line"
+        label = errorbar_label.get(line, line.get_label())
+        name = label if not label.startswith("_") else "a line"
         x, y = line.get_xdata(), line.get_ydata()
         if line.get_transform() == ax.get_xaxis_transform():
             found.append(f"{name}: a vertical line at x = {_fmt(float(x[0]))}")
@@ -269,13 +273,15 @@ def _series(ax) -> list[str]:
             found.append(f"{name}: a horizontal line at y = {_fmt(float(y[0]))}")
         else:
             found.append(f"{name}: {len(x)} points, x {_span(x)}, y {_span(y)}")
-    for points in ax.collections:
+    for points in (c for c in ax.collections if isinstance(c, PathCollection)):   # scatters
         xy = np.asarray(points.get_offsets(), dtype=float).reshape(-1, 2)
         if len(xy):
             name = points.get_label() if not points.get_label().startswith("_") else "points"
             found.append(f"{name}: {len(xy)} points, x {_span(xy[:, 0])}, y {_span(xy[:, 1])}")
     names = [t.get_text() for t in ax.get_xticklabels()]
     for bars in ax.containers:
+        if not isinstance(bars, BarContainer):     # error bars: described with their line above
+            continue
         heights = [p.get_height() for p in bars.patches]
         if len(names) == len(heights) and all(names):   # named bars: each name with its height
             found.append("bars " + _listed([f"{n} {_fmt(float(h))}" for n, h in zip(names, heights)]).replace("; ", ", "))
@@ -321,7 +327,11 @@ def figure_html(fig) -> str:
     finally:
         fig.patch.set_alpha(alpha)
     data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(describe(fig))}" style="max-width:100%"/>'
+    try:
+        alt = describe(fig)
+    except Exception:   # a kind of plot describe does not know must still be shown
+        alt = "a figure"
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%"/>'
 
 
 def _show_figures_with_alt_text() -> None:

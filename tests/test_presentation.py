@@ -42,6 +42,14 @@ def test_named_bars_say_each_height_and_long_lists_are_cut():
     assert show.describe(fig).endswith("; and 3 more")
 
 
+def test_error_bars_are_described_by_their_line_and_an_unknown_artist_still_shows(monkeypatch):
+    fig, ax = plt.subplots()
+    ax.errorbar([1, 2, 3], [0.5, 0.7, 0.9], yerr=0.05, label="recall")
+    assert "recall: 3 points, x 1.000 to 3.000, y 0.500 to 0.900" in show.describe(fig)
+    monkeypatch.setattr(show, "_series", lambda ax: 1 / 0)
+    assert 'alt="a figure"' in show.figure_html(fig)
+
+
 def test_an_image_grid_names_every_tile_and_an_unreadable_one(tmp_path):
     good = tmp_path / "cat.png"
     Image.new("RGB", (20, 20), "red").save(good)
