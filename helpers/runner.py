@@ -86,11 +86,22 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {first_line(err)}"
 
 
+def _shown_error(nb) -> str | None:
+    """An error a cell showed without stopping (a display formatter's failure inside display() or
+    plt.show()): the first one, in one line, or None."""
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"cell {i} showed an error: {output.get('ename')}: {output.get('evalue')}"
+    return None
+
+
 def execute(path: Path, out_dir: Path, report_file: Path, timeout: int = CELL_TIMEOUT_S) -> NotebookRun:
     """Execute one notebook in a fresh kernel; save it with outputs as .ipynb and .html.
 
-    Any failure (a cell's error, a dead kernel, a cell past `timeout` seconds, a kernel that
-    will not start) is caught and returned as the run's error; the copy is saved either way.
+    Any failure (a cell's error, an error a cell showed and went on, a dead kernel, a cell past
+    `timeout` seconds, a kernel that will not start) is caught and returned as the run's error;
+    the copy is saved either way.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -111,6 +122,7 @@ def execute(path: Path, out_dir: Path, report_file: Path, timeout: int = CELL_TI
         except Exception as err:  # one notebook's failure must not stop the run: report it
             error = _reason(err)
     seconds = time.perf_counter() - start
+    error = error or _shown_error(nb)
     nbformat.write(nb, out_dir / path.name)
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / path.with_suffix(".html").name).write_text(html, encoding="utf-8")

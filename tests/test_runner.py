@@ -7,7 +7,7 @@ import re
 import nbformat
 import pytest
 
-from helpers.runner import run_all
+from helpers.runner import execute, run_all
 
 CELLS = {
     "01_ok": ["from helpers.runner import record", "record('answer', 42, 'units')"],
@@ -81,3 +81,15 @@ def test_a_bad_setting_stops_before_any_notebook(run, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert out == "" and err == ("error: SIMSEARCH_SCALE='medium' is not a setting the course knows: "
                                  "use one of quick, full.\n")
+
+
+def test_an_error_a_cell_shows_without_stopping_fails_the_notebook(tmp_path, monkeypatch):
+    """A display formatter that fails inside display() (or plt.show()) shows a traceback and the
+    cell goes on: the kernel reports success, nbval a failure; the runner too."""
+    cells = ["class Broken:\n    def _repr_html_(self):\n        raise RuntimeError('cannot show this')",
+             "from IPython.display import display\ndisplay(Broken())\nprint('went on')"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nbformat.write(nb, tmp_path / "06_shown.ipynb")
+    monkeypatch.setenv("SIMSEARCH_SCALE", "quick")
+    run = execute(tmp_path / "06_shown.ipynb", tmp_path / "out", tmp_path / "report.jsonl", timeout=60)
+    assert run.error == "cell 1 showed an error: RuntimeError: cannot show this"
