@@ -282,7 +282,7 @@ def _find_resnet50(download: bool, verbose: bool) -> tuple[Backbone | None, list
     try:
         state = _resnet50_body(_download(w, verbose), w.url)[0]
     except Exception as err:  # offline, timeout, hash mismatch: all mean "not available here"
-        notes.append(f"download failed ({type(err).__name__}: {first_line(err)[:200]})")
+        notes.append(f"download failed ({first_line(err, typed=True)[:200]})")
         return None, notes
     return _resnet50(state, w.name, w, f"ResNet50 {w.name} weights downloaded to {_cache_path(w)}"), notes
 

@@ -71,7 +71,7 @@ def decoder_problem(decoder: str, device: str) -> str:
         if tuple(image.shape) != (3, 8, 16):
             return f"decode_jpeg gave shape {tuple(image.shape)} for a 16x8 RGB JPEG"
     except Exception as err:  # no image extension, no nvJPEG, a CUDA error: all mean "not here"
-        return f"{type(err).__name__}: {first_line(err)}"
+        return first_line(err, typed=True)
     return ""
 
 

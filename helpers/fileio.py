@@ -96,8 +96,11 @@ def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def first_line(err: BaseException, last: bool = False) -> str:
+def first_line(err: BaseException, last: bool = False, typed: bool = False) -> str:
     """An exception's first line of message (its last with `last`: Faiss's own message ends its
-    text), or its type's name when it has none."""
+    text), or its type's name when it has none; `typed`: "Type: line", the type named once."""
     lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
-    return (lines[-1] if last else lines[0]) if lines else type(err).__name__
+    if not lines:
+        return type(err).__name__
+    line = lines[-1] if last else lines[0]
+    return f"{type(err).__name__}: {line}" if typed else line

@@ -83,7 +83,7 @@ def _reason(err: BaseException) -> str:
     if isinstance(err, CellExecutionError):   # the traceback's last line, without its colours
         lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if ln.strip()]
         return lines[-1] if lines else type(err).__name__   # "SomeError: message", the cell's own
-    return f"{type(err).__name__}: {first_line(err)}"
+    return first_line(err, typed=True)
 
 
 def _shown_error(nb) -> str | None:
