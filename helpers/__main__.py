@@ -331,9 +331,10 @@ def _data(args: argparse.Namespace) -> int:
 
 def _launch_cells(args: argparse.Namespace) -> int:
     from .bootstrap import repository_url, write_launch_cells
+    from .settings import REPO_ROOT
 
     url = repository_url()
-    changed = write_launch_cells(url=url)
+    changed = write_launch_cells(REPO_ROOT / "notebooks", url)
     print(f"{len(changed)} notebook(s) updated; launch links "
           + (f"to {url}" if url else "left out: pyproject.toml names no [project.urls] Repository"))
     return 0

